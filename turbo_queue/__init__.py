@@ -1,0 +1,40 @@
+"""turbo_queue: a file-sharded, crash-safe replacement for ``multiprocessing.Queue``.
+
+A queue is a folder; producers write batches of items into SQLite files of their own and
+consumers claim whole files by renaming them, so processes never wait on each other item by item.
+"""
+
+from __future__ import annotations
+
+from queue import Empty, Full
+
+from ._errors import (
+    BatchWriteError,
+    NetworkFilesystemError,
+    ShardFormatError,
+    TurboQueueError,
+    UnsupportedPlatformError,
+)
+from .consumer import Dequeuer
+from .legacy import dequeue, enqueue, startup
+from .producer import Enqueuer
+from .recovery import RecoveryReport, recover
+
+__version__ = "1.0.0.dev0"
+
+__all__ = [
+    "BatchWriteError",
+    "Dequeuer",
+    "Empty",
+    "Enqueuer",
+    "Full",
+    "NetworkFilesystemError",
+    "RecoveryReport",
+    "ShardFormatError",
+    "TurboQueueError",
+    "UnsupportedPlatformError",
+    "dequeue",
+    "enqueue",
+    "recover",
+    "startup",
+]

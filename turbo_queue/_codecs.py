@@ -1,0 +1,176 @@
+"""Codecs: how a chunk of items becomes bytes in a batch file, and back.
+
+A codec encodes one item (``encode``, at ``put`` time, so a bad item is refused at once),
+joins already-encoded items into a chunk (``join``), encodes a whole list in one call
+(``encode_many``, the fast path of ``put_many``) and decodes a chunk back into a list.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from abc import ABC, abstractmethod
+from array import array
+from typing import Any, Iterable, List
+
+import orjson
+
+_PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _refuse(codec: str, item: object, exc: BaseException, hint: str) -> TypeError:
+    error = TypeError(
+        f"cannot encode an item of type {type(item).__qualname__!r} with the {codec} codec "
+        f"({type(exc).__name__}: {exc}); {hint}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+class Codec(ABC):
+    """Base of the codecs; ``name`` is what a batch file records."""
+
+    name = ""
+
+    @abstractmethod
+    def encode(self, item: Any) -> bytes:
+        """One item; TypeError naming its type if the codec cannot take it."""
+
+    @abstractmethod
+    def join(self, encoded: List[bytes]) -> bytes:
+        """A chunk made of items that ``encode`` returned."""
+
+    @abstractmethod
+    def encode_many(self, items: List[Any]) -> bytes:
+        """A chunk made of ``items`` in one call; TypeError naming the first refused item."""
+
+    @abstractmethod
+    def decode(self, chunk: bytes) -> List[Any]:
+        """The items of a chunk, in order."""
+
+    def find_refused(self, items: Iterable[Any]) -> TypeError:
+        """The error for the first item of ``items`` this codec refuses (after encode_many failed)."""
+        for item in items:
+            try:
+                self.encode(item)
+            except TypeError as exc:
+                return exc
+        return TypeError(f"the {self.name} codec could not encode this list of items as a whole")
+
+
+class PickleCodec(Codec):
+    """Any picklable object, with pickle's semantics. Unpickling runs code: trusted producers only.
+
+    A chunk is either a pickled list of items, or a pickled tuple of separately pickled items.
+    """
+
+    name = "pickle"
+
+    def encode(self, item: Any) -> bytes:
+        try:
+            return pickle.dumps(item, _PICKLE_PROTOCOL)
+        except Exception as exc:  # pickling runs the object's own __reduce__, which may raise anything
+            raise _refuse(self.name, item, exc, "make it picklable, or put something that is") from exc
+
+    def join(self, encoded: List[bytes]) -> bytes:
+        return pickle.dumps(tuple(encoded), _PICKLE_PROTOCOL)
+
+    def encode_many(self, items: List[Any]) -> bytes:
+        try:
+            return pickle.dumps(items, _PICKLE_PROTOCOL)
+        except Exception:  # as in encode(); find_refused names the culprit
+            raise self.find_refused(items) from None
+
+    def decode(self, chunk: bytes) -> List[Any]:
+        value = pickle.loads(chunk)
+        if type(value) is tuple:
+            loads = pickle.loads
+            return [loads(data) for data in value]
+        return value
+
+
+class JsonCodec(Codec):
+    """JSON through orjson: fast, readable from the sqlite3 shell and from other languages.
+
+    A chunk is a JSON array. Tuples come back as lists; dict keys that are not strings become strings.
+    """
+
+    name = "json"
+    _options = orjson.OPT_NON_STR_KEYS
+
+    def encode(self, item: Any) -> bytes:
+        try:
+            return orjson.dumps(item, option=self._options)
+        except TypeError as exc:
+            raise _refuse(self.name, item, exc, "convert it to JSON types, or use codec='pickle'") from exc
+
+    def join(self, encoded: List[bytes]) -> bytes:
+        return b"[" + b",".join(encoded) + b"]"
+
+    def encode_many(self, items: List[Any]) -> bytes:
+        try:
+            return orjson.dumps(items, option=self._options)
+        except TypeError:
+            raise self.find_refused(items) from None
+
+    def decode(self, chunk: bytes) -> List[Any]:
+        return orjson.loads(chunk)
+
+
+class RawCodec(Codec):
+    """Bytes or str, stored as they are (str as UTF-8, and given back as str). Safe for untrusted data.
+
+    A chunk is: item count (uint32), one signed 64-bit length per item (negative for str),
+    then the items' bytes back to back.
+    """
+
+    name = "raw"
+
+    def encode(self, item: Any) -> bytes:
+        if type(item) is bytes:
+            return b"b" + item
+        if isinstance(item, str):
+            return b"s" + item.encode("utf-8", "surrogatepass")
+        if isinstance(item, (bytearray, memoryview)):
+            return b"b" + bytes(item)
+        raise TypeError(
+            f"cannot encode an item of type {type(item).__qualname__!r} with the raw codec, "
+            f"which takes bytes or str; encode it yourself or use codec='pickle' or 'json'"
+        )
+
+    def join(self, encoded: List[bytes]) -> bytes:
+        lengths = array("q", [len(e) - 1 if e[:1] == b"b" else 1 - len(e) for e in encoded])
+        body = b"".join([memoryview(e)[1:] for e in encoded])
+        return struct.pack("<I", len(encoded)) + lengths.tobytes() + body
+
+    def encode_many(self, items: List[Any]) -> bytes:
+        return self.join([self.encode(item) for item in items])
+
+    def decode(self, chunk: bytes) -> List[Any]:
+        (count,) = struct.unpack_from("<I", chunk)
+        lengths = array("q")
+        lengths.frombytes(chunk[4 : 4 + 8 * count])
+        view = memoryview(chunk)
+        pos = 4 + 8 * count
+        items: List[Any] = []
+        for length in lengths:
+            if length >= 0:
+                items.append(bytes(view[pos : pos + length]))
+                pos += length
+            else:
+                items.append(str(view[pos : pos - length], "utf-8", "surrogatepass"))
+                pos -= length
+        if pos != len(chunk):
+            raise ValueError(f"raw chunk holds {len(chunk)} bytes, its header names {pos}")
+        return items
+
+
+CODECS = {codec.name: codec for codec in (PickleCodec(), JsonCodec(), RawCodec())}
+
+
+def get_codec(name: str) -> Codec:
+    """The codec called ``name``; ValueError naming the choices otherwise."""
+    try:
+        return CODECS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown codec {name!r}; choose one of {sorted(CODECS)}") from None

@@ -1,0 +1,206 @@
+"""The folder protocol's names and moves: create, roll, claim, hand back, list in hand-over order.
+
+A batch file is ``<state>_<epoch>_<uuid>.db``; its epoch and uuid never change. Every rename of
+a batch file is done by the process that holds the file's flock (a ``Batch``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import stat
+import time
+import uuid
+from typing import List, NamedTuple, Optional
+
+from . import _platform
+
+LOADING, READY, CHOSEN, BAD = "loading", "ready", "chosen", "bad"
+STATES = (LOADING, READY, CHOSEN, BAD)
+#: Prefix of the hidden file a producer creates and locks before it becomes ``loading_``.
+CREATING = ".creating_"
+
+_NAME = re.compile(r"(loading|ready|chosen|bad)_(\d+)_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.db")
+#: After losing a claim, a consumer picks at random among this many of the next oldest files.
+_SPREAD = 4
+
+
+class BatchName(NamedTuple):
+    state: str
+    epoch: int
+    uid: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.state}_{self.epoch}_{self.uid}.db"
+
+    def as_state(self, state: str) -> "BatchName":
+        return self._replace(state=state)
+
+
+def parse_name(filename: str) -> Optional[BatchName]:
+    """The parts of a protocol file name, or None for a file that is not the protocol's."""
+    match = _NAME.fullmatch(filename)
+    if match is None:
+        return None
+    return BatchName(match.group(1), int(match.group(2)), match.group(3))
+
+
+def parse_creating(filename: str) -> Optional[BatchName]:
+    """The name a hidden ``.creating_`` file will take, or None."""
+    if not filename.startswith(CREATING):
+        return None
+    return parse_name(LOADING + "_" + filename[len(CREATING):])
+
+
+class Batch:
+    """A batch file this process holds under an exclusive flock on ``fd``."""
+
+    __slots__ = ("folder", "name", "fd")
+
+    def __init__(self, folder: str, name: BatchName, fd: int) -> None:
+        self.folder = folder
+        self.name = name
+        self.fd = fd
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.folder, self.name.filename)
+
+    def move(self, state: str, durable: bool = False) -> None:
+        """Rename to ``state`` (the SQLite connection must be closed: R1)."""
+        target = self.name.as_state(state)
+        if durable:
+            os.fsync(self.fd)
+        os.rename(self.path, os.path.join(self.folder, target.filename))
+        self.name = target
+        if durable:
+            _platform.fsync_folder(self.folder)
+
+    def remove(self, durable: bool = False) -> None:
+        os.unlink(self.path)
+        if durable:
+            _platform.fsync_folder(self.folder)
+
+    def release(self) -> None:
+        """Drop the flock (closing the descriptor releases it; done last: R4)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"Batch({self.path!r})"
+
+
+def create(folder: str) -> Batch:
+    """A new empty ``loading_`` file, locked before it can be seen under that name."""
+    while True:
+        name = BatchName(LOADING, int(time.time()), str(uuid.uuid4()))
+        hidden = os.path.join(folder, CREATING + name.filename[len(LOADING) + 1:])
+        fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _platform.FILE_MODE)
+        if not _platform.try_lock(fd):  # recovery took it between open and lock: it will remove it
+            os.close(fd)
+            continue
+        try:
+            os.rename(hidden, os.path.join(folder, name.filename))
+        except FileNotFoundError:  # recovery removed it as an orphan before we locked it
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        return Batch(folder, name, fd)
+
+
+def ready_in_order(folder: str) -> List[str]:
+    """Names of the ``ready_`` files, in hand-over order (epoch, then the ctime the rename set)."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith("ready_"):
+                parsed = parse_name(name)
+                if parsed is not None:
+                    found.append((parsed.epoch, name))
+    if len(found) <= 1:
+        return [name for _, name in found]
+    keyed = []
+    for epoch, name in found:
+        try:
+            ctime = os.lstat(os.path.join(folder, name)).st_ctime_ns
+        except FileNotFoundError:
+            continue  # claimed meanwhile
+        keyed.append((epoch, ctime, name))
+    keyed.sort()
+    return [name for _, _, name in keyed]
+
+
+def count_ready(folder: str) -> int:
+    with os.scandir(folder) as entries:
+        return sum(1 for entry in entries if entry.name.startswith("ready_"))
+
+
+def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional[Batch]:
+    """Lock ``filename`` and rename it to ``to_state``; None if another process got there first.
+
+    The lock is taken before the rename (so the file is never ours without it), and the file is
+    checked to still be the one that was locked: losing is normal, not an error.
+    """
+    path = os.path.join(folder, filename)
+    name = parse_name(filename)
+    if name is None or name.state != from_state:
+        raise ValueError(f"{filename!r} is not a {from_state}_ batch file name")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink planted in place of a batch: never followed
+            raise SymlinkRefused(path) from None
+        raise
+    batch = Batch(folder, name, fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not _platform.try_lock(fd):
+            batch.release()
+            return None
+        try:
+            now = os.lstat(path)
+            if (now.st_ino, now.st_dev) != (info.st_ino, info.st_dev):
+                batch.release()  # renamed away and back by its owner: not the file we locked
+                return None
+            if to_state != from_state:
+                batch.move(to_state)
+        except FileNotFoundError:
+            batch.release()
+            return None
+        return batch
+    except BaseException:
+        batch.release()
+        raise
+
+
+class SymlinkRefused(OSError):
+    """A symlink sits where a batch file should be; turbo_queue never follows it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.ELOOP, "a symlink in place of a batch file is never followed", path)
+
+
+def claim(folder: str, skip: frozenset = frozenset()) -> Optional[Batch]:
+    """Claim the oldest ``ready_`` file this process can get (``chosen_``), or None.
+
+    The oldest is tried first, so one consumer sees batches in hand-over order; after losing a
+    race a consumer picks at random among the next few, so that many consumers spread out.
+    """
+    names = [name for name in ready_in_order(folder) if name not in skip]
+    index = 0
+    while index < len(names):
+        batch = take(folder, names[index], READY, CHOSEN)
+        if batch is not None:
+            return batch
+        del names[index]
+        index = random.randrange(min(_SPREAD, len(names))) if names else 0
+    return None

@@ -1,0 +1,67 @@
+"""What happens to open producers and consumers at process exit and after fork.
+
+At exit (``atexit`` in a main program, ``multiprocessing.util.Finalize`` in a ``multiprocessing``
+child, which skips ``atexit``) every open Enqueuer flushes its partial batch and every open
+Dequeuer hands back what it has not returned. In a forked child, inherited ones forget the
+parent's buffers, files and locks, so nothing is flushed twice or held by the wrong process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.util
+import os
+import weakref
+from typing import Any, List, Protocol
+
+log = logging.getLogger("turbo_queue")
+
+
+class Closable(Protocol):
+    def _close_at_exit(self) -> None: ...
+
+    def _forget_after_fork(self) -> None: ...
+
+
+_open: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_hooked_pid = 0
+#: SQLite connections inherited from a parent: kept, never closed or used, so that closing them
+#: cannot touch the parent's files (R5).
+_inherited: List[Any] = []
+
+
+def track(obj: Closable) -> None:
+    """Close ``obj`` at exit if its owner has not, and reset it in forked children."""
+    _open.add(obj)
+    ensure_exit_hook()
+
+
+def ensure_exit_hook() -> None:
+    """Register the exit hook in this process (a ``multiprocessing`` child starts without it)."""
+    global _hooked_pid
+    pid = os.getpid()
+    if _hooked_pid != pid:
+        _hooked_pid = pid
+        multiprocessing.util.Finalize(None, _close_all, exitpriority=100)
+
+
+def keep_inherited(resource: Any) -> None:
+    _inherited.append(resource)
+
+
+def _close_all() -> None:
+    for obj in list(_open):
+        try:
+            obj._close_at_exit()
+        except Exception:  # one failing queue must not keep the others from flushing
+            log.exception("turbo_queue: closing %r at exit failed", obj)
+
+
+def _after_fork() -> None:
+    global _hooked_pid
+    _hooked_pid = 0
+    for obj in list(_open):
+        obj._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork)

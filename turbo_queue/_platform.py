@@ -1,0 +1,121 @@
+"""Facts about the OS and the filesystem: flock, network filesystems, the tmpfs location."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+
+from ._errors import NetworkFilesystemError, UnsupportedPlatformError
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows: no flock, so the protocol cannot run.
+    _fcntl = None  # type: ignore[assignment]
+
+#: Filesystem types on which flock and rename do not keep the protocol's promises.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "afs", "ceph", "glusterfs",
+        "lustre", "gpfs", "ocfs2", "gfs2", "beegfs", "virtiofs",
+        "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.glusterfs", "fuse.rclone",
+        "fuse.cephfs", "fuse.juicefs", "fuse.goofys", "fuse.mountpoint-s3", "fuse.davfs",
+    }
+)
+
+#: File and folder modes before the umask: never writable by others (see README, Security).
+FILE_MODE = 0o664
+FOLDER_MODE = 0o775
+
+
+def _require_flock() -> None:
+    if _fcntl is None:
+        raise UnsupportedPlatformError(
+            "turbo_queue needs flock(), which this platform lacks; it runs on Linux and other POSIX systems"
+        )
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive flock on ``fd`` without waiting; False if another holds it."""
+    _require_flock()
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def is_locked(path: str) -> bool | None:
+    """Whether a live process holds the flock of ``path`` (None: the file is gone).
+
+    Probing takes the lock for an instant when it is free, so only recovery uses it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        return not try_lock(fd)
+    finally:
+        os.close(fd)
+
+
+def mount_type(path: str) -> str:
+    """The filesystem type of the mount that holds ``path`` ('' when unknown)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            mountinfo = f.read()
+    except OSError:
+        return ""
+    return mount_type_from(mountinfo, os.path.realpath(path))
+
+
+def mount_type_from(mountinfo: str, realpath: str) -> str:
+    """The filesystem type of the longest mount point in ``mountinfo`` that holds ``realpath``."""
+    best, best_type = "", ""
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5:
+            continue
+        mount_point = fields[4].replace("\\040", " ")
+        fstype = right.split()[0] if right.split() else ""
+        inside = realpath == mount_point or realpath.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, fstype
+    return best_type
+
+
+def check_local_filesystem(path: str, allow_network_fs: bool = False) -> None:
+    """Refuse a folder on a network filesystem unless the caller allows it explicitly."""
+    fstype = mount_type(path)
+    if fstype in NETWORK_FILESYSTEMS and not allow_network_fs:
+        raise NetworkFilesystemError(
+            f"{path} is on a {fstype} filesystem, where flock and rename do not keep turbo_queue's "
+            f"guarantees (files could be lost or read twice). Use a local folder, or pass "
+            f"allow_network_fs=True if you accept that risk."
+        )
+
+
+def fast_temp_root() -> str:
+    """A folder in memory (tmpfs) for temporary queues: /dev/shm when usable, else the temp dir."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
+def make_folder(path: str) -> None:
+    """Create ``path`` and its parents if missing (not world-writable)."""
+    os.makedirs(path, mode=FOLDER_MODE, exist_ok=True)
+
+
+def fsync_folder(path: str) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,264 @@
+"""``Dequeuer``: a consumer on one queue folder (claim, read, acknowledge, hand back)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import deque
+from typing import Any, Deque, Iterator, List, Optional, Set, Union
+
+from . import _folder, _lifecycle, _platform, _watch
+from ._errors import ShardFormatError
+from ._shard import ShardReader
+from .producer import _positive_int, _positive_number, check_timeout
+from .recovery import recover
+
+log = logging.getLogger("turbo_queue")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Dequeuer:
+    """Takes items from the queue folder ``folder``, a whole batch at a time.
+
+    It claims the oldest ``ready_`` file (renaming it ``chosen_`` under its flock), returns its
+    items in order and deletes the file when all are acknowledged. An item counts as acknowledged
+    once the consumer asks for more (the next ``get``/``get_many``) or closes, so an item being
+    processed when the process dies is delivered again. The acknowledged position is written into
+    the file every ``ack_every`` items: a crash re-delivers at most that many items plus the
+    chunk in hand. ``close()`` (and normal process exit) hands the unread rest back as ``ready_``.
+
+    While the folder is empty it sleeps until a ``ready_`` file appears (inotify), and every
+    ``recover_every`` seconds it runs ``recover()`` so a dead process's batches are not stuck.
+    """
+
+    def __init__(
+        self,
+        folder: PathLike,
+        *,
+        ack_every: int = 1000,
+        recover_every: float = 30.0,
+        durable: bool = False,
+        allow_network_fs: bool = False,
+    ) -> None:
+        self.folder = os.path.abspath(os.fspath(folder))
+        self.ack_every = _positive_int("ack_every", ack_every)
+        self.recover_every = _positive_number("recover_every", recover_every)
+        self.durable = bool(durable)
+        self.allow_network_fs = bool(allow_network_fs)
+        _platform.make_folder(self.folder)
+        _platform.check_local_filesystem(self.folder, self.allow_network_fs)
+        self._closed = False
+        self._reset()
+        _lifecycle.track(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._items: Deque[Any] = deque()  # decoded items not yet returned
+        self._batch: Optional[_folder.Batch] = None
+        self._reader: Optional[ShardReader] = None
+        self._taken = 0  # items of the claimed batch returned so far (its position)
+        self._next = 0  # position of the first item not yet decoded
+        self._skip: Set[str] = set()  # ready_ files this consumer cannot read (a newer format)
+        self._recovered_at = float("-inf")
+        self.claimed = 0  # batches claimed so far
+
+    # -- the public calls ------------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """The next item; ``queue.Empty`` if none comes (at once, or within ``timeout`` seconds)."""
+        with self._lock:
+            if self._items and timeout is None:
+                self._taken += 1
+                return self._items.popleft()
+            self._fill(block, timeout)
+            self._taken += 1
+            return self._items.popleft()
+
+    def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
+        """Up to ``max_items`` items (at least one); ``queue.Empty`` as ``get`` does."""
+        _positive_int("max_items", max_items)
+        with self._lock:
+            if not self._items or timeout is not None:
+                self._fill(block, timeout)
+            items = self._items
+            if len(items) <= max_items:
+                out = list(items)
+                items.clear()
+            else:
+                popleft = items.popleft
+                out = [popleft() for _ in range(max_items)]
+            self._taken += len(out)
+            return out
+
+    def __iter__(self) -> Iterator[Any]:
+        """Items as they come, waiting when there are none, until the Dequeuer is closed."""
+        while True:
+            try:
+                yield self.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            except ValueError:
+                if self._closed:
+                    return
+                raise
+
+    def close(self) -> None:
+        """Acknowledge what was returned and hand the rest of the batch back (``ready_``)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._items.clear()
+            self._release_batch()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Dequeuer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        held = self._batch.name.filename if self._batch else "no batch"
+        return f"<Dequeuer {self.folder!r} {'closed' if self._closed else held}>"
+
+    def __getstate__(self) -> dict:
+        return {
+            "folder": self.folder, "ack_every": self.ack_every, "recover_every": self.recover_every,
+            "durable": self.durable, "allow_network_fs": self.allow_network_fs,
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        folder = state.pop("folder")
+        self.__init__(folder, **state)  # type: ignore[misc]
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _fill(self, block: bool, timeout: Optional[float]) -> None:
+        """Make ``self._items`` non-empty, waiting as told; raise Empty or ValueError otherwise."""
+        check_timeout(timeout)
+        if self._closed:
+            raise ValueError(f"Dequeuer for {self.folder} is closed")
+        if self._items:
+            return
+        events = _watch.events(self.folder)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            generation = events.generation
+            if self._read_more():
+                return
+            remaining = self.recover_every if deadline is None else deadline - time.monotonic()
+            if not block or remaining <= 0:
+                raise queue.Empty
+            events.wait(generation, min(remaining, self.recover_every))
+
+    def _read_more(self) -> bool:
+        """Decode the next chunk of the claimed batch, or claim the next batch; False if none."""
+        while True:
+            reader = self._reader
+            if reader is None:
+                if not self._claim():
+                    return False
+                continue
+            if self._next >= reader.count:
+                self._finish_batch()
+                continue
+            if self._taken - reader.acked >= self.ack_every:
+                reader.save_acked(self._taken)
+            try:
+                for chunk in reader.chunks_from(self._next):
+                    items = reader.codec.decode(chunk.data)
+                    skip = self._next - chunk.first
+                    self._items.extend(items[skip:] if skip else items)
+                    self._next = chunk.first + chunk.n
+            except (sqlite3.DatabaseError, ValueError, TypeError, EOFError) as exc:
+                self._quarantine(f"reading it failed ({type(exc).__name__}: {exc})")
+                continue
+            if self._items:
+                return True
+            self._quarantine(f"it holds {self._next} items but its count says {reader.count}")
+
+    def _claim(self) -> bool:
+        if time.monotonic() - self._recovered_at >= self.recover_every:
+            self._recovered_at = time.monotonic()
+            recover(self.folder, durable=self.durable)
+        while True:
+            try:
+                batch = _folder.claim(self.folder, frozenset(self._skip))
+            except _folder.SymlinkRefused as exc:
+                log.warning("turbo_queue: %s is a symlink, not a batch file; it is never followed", exc.filename)
+                self._skip.add(os.path.basename(exc.filename))
+                continue
+            if batch is None:
+                return False
+            try:
+                reader = ShardReader(batch.path, self.durable)
+            except ShardFormatError as exc:
+                log.error("turbo_queue: %s", exc)
+                batch.move(_folder.READY, self.durable)
+                batch.release()
+                self._skip.add(batch.name.filename)
+                continue
+            except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+                self._batch = batch
+                self._quarantine(f"it is not a readable batch ({type(exc).__name__}: {exc})")
+                continue
+            self._batch, self._reader = batch, reader
+            self._taken = self._next = reader.acked
+            self.claimed += 1
+            return True
+
+    def _finish_batch(self) -> None:
+        """Every item was returned and acknowledged: delete the file, then drop the lock."""
+        assert self._batch is not None and self._reader is not None
+        self._reader.close()
+        self._batch.remove(self.durable)
+        self._batch.release()
+        self._batch, self._reader = None, None
+
+    def _quarantine(self, reason: str) -> None:
+        """Set a batch that cannot be read aside as ``bad_`` and go on with the next."""
+        batch = self._batch
+        assert batch is not None
+        if self._reader is not None:
+            self._reader.close()
+        name = batch.name.filename
+        batch.move(_folder.BAD, self.durable)
+        batch.release()
+        log.error("turbo_queue: %s: %s; kept as %s for a person to look at", name, reason, batch.name.filename)
+        self._batch, self._reader = None, None
+        self._items.clear()
+
+    def _release_batch(self) -> None:
+        """Hand back the claimed batch: record the position, close SQLite, rename, unlock."""
+        batch, reader = self._batch, self._reader
+        if batch is None or reader is None:
+            return
+        self._batch, self._reader = None, None
+        if self._taken >= reader.count:
+            reader.close()
+            batch.remove(self.durable)
+        else:
+            if self._taken != reader.acked:
+                reader.save_acked(self._taken)
+            reader.close()
+            batch.move(_folder.READY, self.durable)
+        batch.release()
+
+    def _close_at_exit(self) -> None:
+        self.close()
+
+    def _forget_after_fork(self) -> None:
+        if self._reader is not None:
+            _lifecycle.keep_inherited(self._reader.forget())
+        if self._batch is not None:
+            self._batch.release()
+        self._reset()

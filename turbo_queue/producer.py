@@ -1,0 +1,319 @@
+"""``Enqueuer``: a producer on one queue folder (batching, the roll timer, backpressure)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from typing import Any, Iterable, List, Optional, Union
+
+from . import _folder, _lifecycle, _platform, _watch
+from ._codecs import get_codec
+from ._errors import BatchWriteError
+from ._shard import ShardWriter
+
+log = logging.getLogger("turbo_queue")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def check_timeout(timeout: Optional[float]) -> None:
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _positive_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class Enqueuer:
+    """Puts items into the queue folder ``folder``, in batches.
+
+    A batch is a ``loading_`` file that only this producer writes. It is rolled to ``ready_``
+    (handed over to consumers) when it holds ``batch_size`` items, when its oldest item has waited
+    ``max_batch_delay`` seconds (a timer thread does this even when no more items come), and on
+    ``flush()``, ``close()`` and normal process exit. Items are encoded at ``put`` time, so an item
+    the codec cannot take raises ``TypeError`` there.
+
+    With ``max_ready_files`` set, a put that would roll a batch while that many ``ready_`` files
+    wait blocks until consumers take some (``queue.Full`` when ``block`` is false or ``timeout``
+    passes). ``durable=True`` fsyncs each batch file before its rename and the folder after it,
+    so a handed-over batch survives power loss; the default survives any process crash.
+    """
+
+    def __init__(
+        self,
+        folder: PathLike,
+        *,
+        batch_size: int = 10_000,
+        max_batch_delay: float = 0.05,
+        chunk_size: int = 100,
+        codec: str = "pickle",
+        max_ready_files: Optional[int] = None,
+        durable: bool = False,
+        allow_network_fs: bool = False,
+    ) -> None:
+        self.folder = os.path.abspath(os.fspath(folder))
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.max_batch_delay = _positive_number("max_batch_delay", max_batch_delay)
+        self.chunk_size = _positive_int("chunk_size", chunk_size)
+        self.max_ready_files = None if max_ready_files is None else _positive_int("max_ready_files", max_ready_files)
+        self.durable = bool(durable)
+        self.allow_network_fs = bool(allow_network_fs)
+        self._codec = get_codec(codec)
+        self.codec = self._codec.name
+        _platform.make_folder(self.folder)
+        _platform.check_local_filesystem(self.folder, self.allow_network_fs)
+        self._closed = False
+        self._reset()
+        _lifecycle.track(self)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._encode = self._codec.encode
+        self._pending: List[bytes] = []  # encoded items not yet written to the batch file
+        self._batch: Optional[_folder.Batch] = None
+        self._writer: Optional[ShardWriter] = None
+        self._batch_items = 0  # items in this batch, pending ones included
+        self._deadline: Optional[float] = None  # when the batch must roll
+        self._timer: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None  # a failure of the timer, raised at the next call
+
+    # -- the public calls ------------------------------------------------------------------
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Add one item to the current batch."""
+        data = self._encode(item)
+        with self._cond:
+            if self._closed or self._error is not None:
+                self._refuse()
+            if self.max_ready_files is not None and self._batch_items + 1 >= self.batch_size:
+                self._wait_for_room(block, timeout)
+            self._pending.append(data)
+            self._batch_items += 1
+            if self._batch_items == 1:
+                self._start_clock()
+            if len(self._pending) >= self.chunk_size:
+                self._write_pending()
+            if self._batch_items >= self.batch_size:
+                self._roll()
+
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> None:
+        """Add many items at once: all of them, or (on an error) none of them.
+
+        The fast path: the items are encoded together, ``chunk_size`` at a time.
+        """
+        items = items if isinstance(items, list) else list(items)
+        if not items:
+            return
+        size, encode_many = self.chunk_size, self._codec.encode_many
+        chunks = [(len(part), encode_many(part)) for part in (items[i : i + size] for i in range(0, len(items), size))]
+        with self._cond:
+            if self._closed or self._error is not None:
+                self._refuse()
+            if self.max_ready_files is not None and self._batch_items + len(items) >= self.batch_size:
+                self._wait_for_room(block, timeout)
+            if self._pending:
+                self._write_pending()
+            for n, data in chunks:
+                self._write(n, data)
+                self._batch_items += n
+                if self._batch_items == n:
+                    self._start_clock()
+                if self._batch_items >= self.batch_size:
+                    self._roll()
+
+    def flush(self) -> None:
+        """Hand over the current batch now (whatever ``max_ready_files`` says)."""
+        with self._cond:
+            if self._error is not None:
+                self._refuse()
+            self._roll()
+
+    def close(self) -> None:
+        """Flush the partial batch and stop the timer. Further puts raise ``ValueError``."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            timer = self._timer
+            error, self._error = self._error, None
+            try:
+                self._roll()
+            finally:
+                self._timer = None
+        if timer is not None and timer is not threading.current_thread():
+            timer.join()
+        if error is not None:
+            raise error
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def active(self) -> bool:
+        """Whether consumers keep up: fewer than ``max_ready_files`` batches wait (always, without a limit)."""
+        return self.max_ready_files is None or _folder.count_ready(self.folder) < self.max_ready_files
+
+    def __enter__(self) -> "Enqueuer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._batch_items} items in the current batch"
+        return f"<Enqueuer {self.folder!r} codec={self.codec} {state}>"
+
+    def __getstate__(self) -> dict:
+        # A copy for another process carries the address and settings, never files or threads.
+        return {
+            "folder": self.folder, "batch_size": self.batch_size, "max_batch_delay": self.max_batch_delay,
+            "chunk_size": self.chunk_size, "codec": self.codec, "max_ready_files": self.max_ready_files,
+            "durable": self.durable, "allow_network_fs": self.allow_network_fs,
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        folder = state.pop("folder")
+        self.__init__(folder, **state)  # type: ignore[misc]
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _refuse(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        raise ValueError(f"Enqueuer for {self.folder} is closed")
+
+    def _start_clock(self) -> None:
+        self._deadline = time.monotonic() + self.max_batch_delay
+        if self._timer is None:
+            self._timer = threading.Thread(target=self._run_timer, name="turbo_queue-roll-timer", daemon=True)
+            self._timer.start()
+        else:
+            self._cond.notify()
+
+    def _write_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self._write(len(pending), self._codec.join(pending))
+
+    def _write(self, n: int, data: bytes) -> None:
+        try:
+            if self._writer is None:
+                _lifecycle.ensure_exit_hook()
+                self._batch = _folder.create(self.folder)
+                self._writer = ShardWriter(self._batch.path, self._codec, self.durable)
+            self._writer.append(n, data)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._fail(exc, "writing") from exc
+
+    def _roll(self) -> None:
+        """Hand the batch over: commit, close, (fsync), rename to ready_, (fsync folder), unlock."""
+        if self._batch_items == 0:
+            return
+        if self._pending:
+            self._write_pending()
+        batch, writer = self._batch, self._writer
+        assert batch is not None and writer is not None
+        try:
+            writer.finish()
+            batch.move(_folder.READY, self.durable)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._fail(exc, "handing over") from exc
+        batch.release()
+        self._batch, self._writer = None, None
+        self._batch_items = 0
+        self._deadline = None
+
+    def _fail(self, exc: BaseException, doing: str) -> BatchWriteError:
+        """Drop the batch that hit an I/O error; nothing of it is published."""
+        lost = self._batch_items + len(self._pending)
+        path = self._batch.path if self._batch else self.folder
+        if self._writer is not None:
+            try:
+                self._writer.abandon()
+            except sqlite3.Error:
+                pass  # closing a connection whose disk failed; the file is removed next
+        if self._batch is not None:
+            try:
+                self._batch.remove()
+            except OSError:
+                pass  # left for recovery, which finds its lock free and removes it
+            self._batch.release()
+        self._batch, self._writer, self._pending = None, None, []
+        self._batch_items, self._deadline = 0, None
+        return BatchWriteError(
+            f"{doing} batch {path} failed ({exc}); its {lost} items were not handed over. "
+            f"The queue stays usable once the cause (disk full? permissions?) is fixed.",
+            lost,
+        )
+
+    def _wait_for_room(self, block: bool, timeout: Optional[float]) -> None:
+        """Wait until fewer than ``max_ready_files`` batches wait (the lock is released meanwhile)."""
+        assert self.max_ready_files is not None
+        check_timeout(timeout)
+        events = _watch.events(self.folder)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            generation = events.generation
+            if _folder.count_ready(self.folder) < self.max_ready_files:
+                return
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if not block or remaining <= 0:
+                raise queue.Full
+            self._cond.release()
+            try:
+                events.wait(generation, min(remaining, 1.0))
+            finally:
+                self._cond.acquire()
+            if self._closed:
+                raise ValueError(f"Enqueuer for {self.folder} is closed")
+
+    def _run_timer(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                if self.max_ready_files is not None and _folder.count_ready(self.folder) >= self.max_ready_files:
+                    events = _watch.events(self.folder)
+                    generation = events.generation
+                    self._cond.release()
+                    try:
+                        events.wait(generation, 1.0)
+                    finally:
+                        self._cond.acquire()
+                    continue
+                try:
+                    self._roll()
+                except BatchWriteError as exc:
+                    log.error("turbo_queue: %s", exc)
+                    self._error = exc
+
+    def _close_at_exit(self) -> None:
+        self.close()
+
+    def _forget_after_fork(self) -> None:
+        # The child must not flush the parent's items, nor keep its lock or SQLite connection.
+        if self._writer is not None:
+            _lifecycle.keep_inherited(self._writer.forget())
+        if self._batch is not None:
+            self._batch.release()
+        self._reset()

@@ -1,0 +1,133 @@
+"""Recovery: put back the files of processes that died.
+
+``recover(folder)`` is safe to run at any time, beside live producers and consumers: it only takes
+a file whose flock is free (its owner died; the kernel dropped the lock), opens it under its
+current name so SQLite rolls back an unfinished transaction, checks it, and then re-queues it as
+``ready_`` (keeping its epoch and the consumer's acknowledged position), removes it if it holds
+nothing, or renames it to ``bad_`` if it fails the check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Union
+
+from . import _folder, _platform, _shard
+
+log = logging.getLogger("turbo_queue")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class RecoveryReport:
+    """What one ``recover()`` pass did, as lists of file names (before the move)."""
+
+    folder: str
+    requeued: List[str] = field(default_factory=list)
+    removed: List[str] = field(default_factory=list)
+    quarantined: List[str] = field(default_factory=list)
+    live: List[str] = field(default_factory=list)
+    refused: List[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> int:
+        return len(self.requeued) + len(self.removed) + len(self.quarantined)
+
+    def as_dict(self) -> Dict[str, object]:
+        return {
+            "folder": self.folder, "dry_run": self.dry_run, "requeued": self.requeued,
+            "removed": self.removed, "quarantined": self.quarantined, "live": self.live,
+            "refused": self.refused,
+        }
+
+
+def recover(folder: PathLike, *, dry_run: bool = False, durable: bool = False) -> RecoveryReport:
+    """Re-queue orphaned ``loading_``/``chosen_`` files of ``folder``; return what was done.
+
+    With ``dry_run`` nothing is opened or moved: the report lists the orphans as they would be
+    re-queued (a check of their contents may still send some to ``bad_`` or remove empty ones).
+    A missing folder is an empty one.
+    """
+    path = os.path.abspath(os.fspath(folder))
+    report = RecoveryReport(path, dry_run=dry_run)
+    try:
+        names = sorted(os.listdir(path))
+    except FileNotFoundError:
+        return report
+    for name in names:
+        parsed = _folder.parse_name(name)
+        if parsed is not None and parsed.state in (_folder.LOADING, _folder.CHOSEN):
+            _recover_batch(path, name, parsed.state, report, durable)
+        elif _folder.parse_creating(name) is not None:
+            _remove_orphaned_creating(path, name, report)
+    return report
+
+
+def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, durable: bool) -> None:
+    if report.dry_run:
+        held = _platform.is_locked(os.path.join(folder, name))
+        if held is not None:
+            (report.live if held else report.requeued).append(name)
+        return
+    try:
+        batch = _folder.take(folder, name, state, state)
+    except _folder.SymlinkRefused:
+        log.warning("turbo_queue: %s is a symlink, not a batch file; left alone", os.path.join(folder, name))
+        report.refused.append(name)
+        return
+    if batch is None:
+        if os.path.lexists(os.path.join(folder, name)):
+            report.live.append(name)
+        return
+    try:
+        found = _shard.inspect(batch.path)
+        if found.state == "newer":
+            log.error("turbo_queue: %s; recovery left it as it is", found.detail)
+            report.refused.append(name)
+        elif _shard.has_journal(batch.path):
+            log.error("turbo_queue: %s still has a journal beside it after recovery; left as it is", batch.path)
+            report.refused.append(name)
+        elif found.state == "corrupt":
+            batch.move(_folder.BAD, durable)
+            log.error("turbo_queue: %s failed its check (%s); kept as %s", name, found.detail, batch.name.filename)
+            report.quarantined.append(name)
+        elif found.state == "empty":
+            batch.remove(durable)
+            log.info("turbo_queue: removed %s, an orphan holding no unacknowledged items", name)
+            report.removed.append(name)
+        else:
+            batch.move(_folder.READY, durable)
+            log.warning(
+                "turbo_queue: re-queued %s as %s (%d of %d items left)",
+                name, batch.name.filename, found.count - found.acked, found.count,
+            )
+            report.requeued.append(name)
+    finally:
+        batch.release()
+
+
+def _remove_orphaned_creating(folder: str, name: str, report: RecoveryReport) -> None:
+    # A producer's hidden file before it became loading_: it holds no data.
+    path = os.path.join(folder, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # gone (renamed to loading_ or removed), or not ours to touch
+    try:
+        if not _platform.try_lock(fd):
+            return
+        if report.dry_run:
+            report.removed.append(name)
+            return
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+                report.removed.append(name)
+        except FileNotFoundError:
+            pass  # its producer renamed it after all
+    finally:
+        os.close(fd)

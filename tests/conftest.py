@@ -26,6 +26,8 @@ def listing(folder: str) -> Dict[str, List[str]]:
     groups: Dict[str, List[str]] = {"loading": [], "ready": [], "chosen": [], "bad": [], "other": []}
     for name in sorted(os.listdir(folder)):
         state = name.split("_", 1)[0]
+        if name.endswith(("-journal", "-wal", "-shm")):
+            state = "other"
         groups[state if state in groups else "other"].append(name)
     return groups
 

@@ -120,8 +120,8 @@ class JsonCodec(Codec):
 class RawCodec(Codec):
     """Bytes or str, stored as they are (str as UTF-8, and given back as str). Safe for untrusted data.
 
-    A chunk is: item count (uint32), one signed 64-bit length per item (negative for str),
-    then the items' bytes back to back.
+    A chunk is: item count (uint32), one signed 64-bit length per item,
+    then the items' bytes back to back. A str of L bytes has length -(L + 1).
     """
 
     name = "raw"
@@ -139,7 +139,7 @@ class RawCodec(Codec):
         )
 
     def join(self, encoded: List[bytes]) -> bytes:
-        lengths = array("q", [len(e) - 1 if e[:1] == b"b" else 1 - len(e) for e in encoded])
+        lengths = array("q", [len(e) - 1 if e[:1] == b"b" else -len(e) for e in encoded])
         body = b"".join([memoryview(e)[1:] for e in encoded])
         return struct.pack("<I", len(encoded)) + lengths.tobytes() + body
 
@@ -158,8 +158,9 @@ class RawCodec(Codec):
                 items.append(bytes(view[pos : pos + length]))
                 pos += length
             else:
-                items.append(str(view[pos : pos - length], "utf-8", "surrogatepass"))
-                pos -= length
+                length = -length - 1
+                items.append(str(view[pos : pos + length], "utf-8", "surrogatepass"))
+                pos += length
         if pos != len(chunk):
             raise ValueError(f"raw chunk holds {len(chunk)} bytes, its header names {pos}")
         return items

@@ -24,7 +24,8 @@ class Closable(Protocol):
 
 
 _open: "weakref.WeakSet[Any]" = weakref.WeakSet()
-_hooked_pid = 0
+_hook: Any = None
+_hook_pid = 0
 #: SQLite connections inherited from a parent: kept, never closed or used, so that closing them
 #: cannot touch the parent's files (R5).
 _inherited: List[Any] = []
@@ -37,12 +38,17 @@ def track(obj: Closable) -> None:
 
 
 def ensure_exit_hook() -> None:
-    """Register the exit hook in this process (a ``multiprocessing`` child starts without it)."""
-    global _hooked_pid
+    """Register the exit hook in this process, once.
+
+    Called whenever a batch begins: a ``multiprocessing`` child clears the registry after it
+    unpickles its arguments, and a finalizer inherited through fork ignores the child.
+    The check is a pid comparison and a dict look-up.
+    """
+    global _hook, _hook_pid
     pid = os.getpid()
-    if _hooked_pid != pid:
-        _hooked_pid = pid
-        multiprocessing.util.Finalize(None, _close_all, exitpriority=100)
+    if _hook is None or _hook_pid != pid or not _hook.still_active():
+        _hook = multiprocessing.util.Finalize(None, _close_all, exitpriority=100)
+        _hook_pid = pid
 
 
 def keep_inherited(resource: Any) -> None:
@@ -58,8 +64,6 @@ def _close_all() -> None:
 
 
 def _after_fork() -> None:
-    global _hooked_pid
-    _hooked_pid = 0
     for obj in list(_open):
         obj._forget_after_fork()
 

@@ -211,6 +211,7 @@ class Dequeuer:
                 self._batch = batch
                 self._quarantine(f"it is not a readable batch ({type(exc).__name__}: {exc})")
                 continue
+            _lifecycle.ensure_exit_hook()  # so that exit hands the batch back, in any process
             self._batch, self._reader = batch, reader
             self._taken = self._next = reader.acked
             self.claimed += 1

@@ -199,6 +199,8 @@ class Enqueuer:
         raise ValueError(f"Enqueuer for {self.folder} is closed")
 
     def _start_clock(self) -> None:
+        """A batch begins: arm the timer (and the exit hook, which a new process may lack)."""
+        _lifecycle.ensure_exit_hook()
         self._deadline = time.monotonic() + self.max_batch_delay
         if self._timer is None:
             self._timer = threading.Thread(target=self._run_timer, name="turbo_queue-roll-timer", daemon=True)
@@ -213,7 +215,6 @@ class Enqueuer:
     def _write(self, n: int, data: bytes) -> None:
         try:
             if self._writer is None:
-                _lifecycle.ensure_exit_hook()
                 self._batch = _folder.create(self.folder)
                 self._writer = ShardWriter(self._batch.path, self._codec, self.durable)
             self._writer.append(n, data)

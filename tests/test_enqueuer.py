@@ -1,0 +1,254 @@
+"""Enqueuer: batching, the roll timer, flush on close and exit, backpressure, bad settings."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from turbo_queue import Dequeuer, Enqueuer
+from turbo_queue._platform import is_locked
+
+from .conftest import listing, run_python
+
+START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
+
+
+def items_in(path: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key = 'count'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def drain(folder: str, expected: int, timeout: float = 10.0) -> list:
+    out = []
+    with Dequeuer(folder) as dequeuer:
+        while len(out) < expected:
+            out.extend(dequeuer.get_many(expected - len(out), timeout=timeout))
+        with pytest.raises(queue.Empty):
+            dequeuer.get(timeout=0.05)
+    return out
+
+
+def test_a_batch_rolls_when_it_holds_batch_size_items(folder):
+    with Enqueuer(folder, batch_size=10, chunk_size=3, max_batch_delay=60) as enqueuer:
+        for i in range(25):
+            enqueuer.put(i)
+        files = listing(folder)
+        assert len(files["ready"]) == 2 and len(files["loading"]) == 1
+        assert [items_in(os.path.join(folder, f)) for f in files["ready"]] == [10, 10]
+    assert drain(folder, 25) == list(range(25))
+
+
+def test_put_many_rolls_on_size_too_and_keeps_order_with_single_puts(folder):
+    with Enqueuer(folder, batch_size=100, chunk_size=30, max_batch_delay=60) as enqueuer:
+        enqueuer.put("first")
+        enqueuer.put_many(range(250))
+        enqueuer.put("last")
+        assert len(listing(folder)["ready"]) == 2
+    assert drain(folder, 252) == ["first", *range(250), "last"]
+
+
+def test_the_timer_rolls_a_batch_when_no_more_items_come(folder):
+    with Enqueuer(folder, max_batch_delay=0.05) as enqueuer:
+        enqueuer.put("lonely")
+        assert listing(folder)["ready"] == []
+        wait_until(lambda: listing(folder)["ready"], what="the timer to roll the batch")
+        assert listing(folder)["loading"] == []
+        enqueuer.put("second")  # the timer keeps working for the next batch
+        wait_until(lambda: len(listing(folder)["ready"]) == 2, what="the second roll")
+    assert drain(folder, 2) == ["lonely", "second"]
+
+
+def test_loading_file_is_locked_by_its_producer_until_it_rolls(folder):
+    with Enqueuer(folder, max_batch_delay=60, chunk_size=1) as enqueuer:
+        enqueuer.put(1)
+        (loading,) = listing(folder)["loading"]
+        assert is_locked(os.path.join(folder, loading)) is True
+        enqueuer.flush()
+        (ready,) = listing(folder)["ready"]
+        assert ready.split("_", 1)[1] == loading.split("_", 1)[1]  # epoch and uuid kept
+        assert is_locked(os.path.join(folder, ready)) is False
+        assert [n for n in os.listdir(folder) if n.endswith(("-journal", "-wal", "-shm"))] == []
+
+
+def test_flush_and_close_hand_over_the_partial_batch(folder):
+    enqueuer = Enqueuer(folder, max_batch_delay=60)
+    enqueuer.put("a")
+    enqueuer.flush()
+    assert len(listing(folder)["ready"]) == 1
+    enqueuer.flush()  # nothing pending: no empty batch
+    assert len(listing(folder)["ready"]) == 1
+    enqueuer.put("b")
+    enqueuer.close()
+    enqueuer.close()  # twice is fine
+    assert enqueuer.closed
+    with pytest.raises(ValueError, match="is closed"):
+        enqueuer.put("c")
+    with pytest.raises(ValueError, match="is closed"):
+        enqueuer.put_many(["c"])
+    assert drain(folder, 2) == ["a", "b"]
+
+
+def test_a_program_that_exits_without_close_flushes_its_batch(folder):
+    run_python(
+        """
+        import sys, turbo_queue
+        q = turbo_queue.Enqueuer(sys.argv[1], max_batch_delay=3600)
+        q.put_many(range(5))
+        q.put("end")
+        """,
+        folder,
+    )
+    assert listing(folder)["loading"] == []
+    assert drain(folder, 6) == [0, 1, 2, 3, 4, "end"]
+
+
+def _child_puts(enqueuer, items):
+    for item in items:
+        enqueuer.put(item)
+    # no close(): a normal exit of a multiprocessing child must flush
+
+
+def _child_creates_and_puts(folder, items):
+    enqueuer = Enqueuer(folder, max_batch_delay=3600)
+    for item in items:
+        enqueuer.put(item)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_multiprocessing_child_flushes_at_normal_exit(folder, method):
+    ctx = multiprocessing.get_context(method)
+    inherited = Enqueuer(folder, max_batch_delay=3600)
+    try:
+        procs = [ctx.Process(target=_child_puts, args=(inherited, ["p1", "p2"])),
+                 ctx.Process(target=_child_creates_and_puts, args=(folder, ["c1"]))]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    finally:
+        inherited.close()
+    assert sorted(drain(folder, 3)) == ["c1", "p1", "p2"]
+
+
+def test_a_forked_child_never_flushes_its_parents_items_again(folder):
+    ctx = multiprocessing.get_context("fork")
+    with Enqueuer(folder, max_batch_delay=3600, chunk_size=2) as enqueuer:
+        enqueuer.put_many(["parent1", "parent2", "parent3"])  # a chunk written, one item buffered
+        child = ctx.Process(target=_child_puts, args=(enqueuer, ["child"]))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        enqueuer.put("parent4")
+    assert sorted(drain(folder, 5)) == ["child", "parent1", "parent2", "parent3", "parent4"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_os_fork_without_multiprocessing(folder):
+    # In a separate program, so that the child leaves through a real interpreter exit (atexit).
+    run_python(
+        """
+        import os, sys, turbo_queue
+        enqueuer = turbo_queue.Enqueuer(sys.argv[1], max_batch_delay=3600)
+        enqueuer.put("before fork")
+        pid = os.fork()
+        if pid == 0:
+            enqueuer.put("from child")
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        enqueuer.put("after fork")
+        """,
+        folder,
+    )
+    assert sorted(drain(folder, 3)) == ["after fork", "before fork", "from child"]
+
+
+def test_backpressure_waits_raises_full_and_reports_active(folder):
+    with Enqueuer(folder, batch_size=1, max_ready_files=2, max_batch_delay=60) as enqueuer:
+        assert enqueuer.active
+        enqueuer.put(1)
+        enqueuer.put(2)
+        assert len(listing(folder)["ready"]) == 2
+        assert not enqueuer.active
+        with pytest.raises(queue.Full):
+            enqueuer.put(3, block=False)
+        with pytest.raises(queue.Full):
+            enqueuer.put(3, timeout=0.05)
+        with pytest.raises(queue.Full):
+            enqueuer.put_many([3, 4], block=False)
+        with pytest.raises(ValueError, match="non-negative"):
+            enqueuer.put(3, timeout=-1)
+        got = []
+
+        def consume():
+            with Dequeuer(folder) as dequeuer:
+                got.append(dequeuer.get(timeout=10))
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        enqueuer.put(3)  # blocks until the consumer took a batch
+        thread.join()
+        assert got == [1]
+    assert drain(folder, 2) == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "setting,value,message",
+    [
+        ("batch_size", 0, "batch_size must be a positive integer"),
+        ("batch_size", 1.5, "batch_size must be a positive integer"),
+        ("chunk_size", -1, "chunk_size must be a positive integer"),
+        ("max_ready_files", 0, "max_ready_files must be a positive integer"),
+        ("max_batch_delay", 0, "max_batch_delay must be a positive number"),
+        ("max_batch_delay", "1", "max_batch_delay must be a positive number"),
+        ("codec", "yaml", "unknown codec 'yaml'"),
+    ],
+)
+def test_bad_settings_are_refused_at_construction(folder, setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        Enqueuer(folder, **{setting: value})
+    assert os.listdir(folder) == []
+
+
+def test_the_folder_is_created_when_missing(tmp_path):
+    path = tmp_path / "a" / "b"
+    with Enqueuer(path) as enqueuer:
+        enqueuer.put(1)
+    assert path.is_dir() and drain(str(path), 1) == [1]
+
+
+def test_a_pickled_enqueuer_carries_its_folder_and_settings_only(folder):
+    with Enqueuer(folder, batch_size=7, codec="json", max_batch_delay=3600) as enqueuer:
+        enqueuer.put("unflushed")
+        copy = pickle.loads(pickle.dumps(enqueuer))
+        try:
+            assert (copy.folder, copy.batch_size, copy.codec) == (folder, 7, "json")
+            copy.put("copy")
+        finally:
+            copy.close()
+    assert sorted(drain(folder, 2)) == ["copy", "unflushed"]
+
+
+def test_durable_batches_round_trip(folder):
+    with Enqueuer(folder, durable=True, batch_size=3) as enqueuer:
+        enqueuer.put_many(range(10))
+    assert drain(folder, 10) == list(range(10))

@@ -153,7 +153,7 @@ def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional
     if name is None or name.state != from_state:
         raise ValueError(f"{filename!r} is not a {from_state}_ batch file name")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import os
-import weakref
-from typing import Any, List, Protocol
+from typing import Any, List, Protocol, Set
 
 log = logging.getLogger("turbo_queue")
 
@@ -23,7 +22,9 @@ class Closable(Protocol):
     def _forget_after_fork(self) -> None: ...
 
 
-_open: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: Open producers and consumers. Held strongly: one dropped without close() still flushes or
+#: hands back at exit, instead of leaving its files to recovery.
+_open: Set[Any] = set()
 _hook: Any = None
 _hook_pid = 0
 #: SQLite connections inherited from a parent: kept, never closed or used, so that closing them
@@ -35,6 +36,11 @@ def track(obj: Closable) -> None:
     """Close ``obj`` at exit if its owner has not, and reset it in forked children."""
     _open.add(obj)
     ensure_exit_hook()
+
+
+def untrack(obj: Closable) -> None:
+    """``obj`` was closed: nothing is left to do for it at exit."""
+    _open.discard(obj)
 
 
 def ensure_exit_hook() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ._codecs import Codec, get_codec
 from ._errors import ShardFormatError
@@ -26,8 +26,6 @@ _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     "CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER NOT NULL, data BLOB NOT NULL)",
 )
-#: How many chunks a reader fetches per query.
-_FETCH = 8
 
 
 def _connect(path: str, durable: bool) -> sqlite3.Connection:
@@ -108,14 +106,14 @@ class ShardReader:
         self.count = int(meta["count"])
         self.acked = int(meta["acked"])
 
-    def chunks_from(self, position: int) -> List[Chunk]:
-        """The next few chunks, starting with the one that holds item ``position``."""
-        rows = self._conn.execute(
-            "SELECT first, n, data FROM items WHERE first >= "
-            "(SELECT coalesce(max(first), 0) FROM items WHERE first <= ?) ORDER BY first LIMIT ?",
-            (position, _FETCH),
-        ).fetchall()
-        return [Chunk(*row) for row in rows]
+    def chunk_at(self, position: int) -> Optional[Chunk]:
+        """The chunk that holds item ``position`` (None past the end)."""
+        row = self._conn.execute(
+            "SELECT first, n, data FROM items WHERE first <= ? ORDER BY first DESC LIMIT 1", (position,)
+        ).fetchone()
+        if row is None or row[0] + row[1] <= position:
+            return None
+        return Chunk(*row)
 
     def save_acked(self, position: int) -> None:
         """Record that the first ``position`` items were acknowledged."""

@@ -114,6 +114,7 @@ class Dequeuer:
                 return
             self._closed = True
             self._items.clear()
+            _lifecycle.untrack(self)
             self._release_batch()
 
     @property
@@ -174,17 +175,23 @@ class Dequeuer:
             if self._taken - reader.acked >= self.ack_every:
                 reader.save_acked(self._taken)
             try:
-                for chunk in reader.chunks_from(self._next):
-                    items = reader.codec.decode(chunk.data)
-                    skip = self._next - chunk.first
-                    self._items.extend(items[skip:] if skip else items)
-                    self._next = chunk.first + chunk.n
-            except (sqlite3.DatabaseError, ValueError, TypeError, EOFError) as exc:
-                self._quarantine(f"reading it failed ({type(exc).__name__}: {exc})")
+                chunk = reader.chunk_at(self._next)
+            except sqlite3.DatabaseError as exc:
+                self._quarantine(f"reading it failed ({exc})")
                 continue
+            if chunk is None:
+                self._quarantine(f"no chunk holds item {self._next} of the {reader.count} it claims")
+                continue
+            try:
+                items = reader.codec.decode(chunk.data)
+            except Exception as exc:  # unpickling runs code from the file: any error means "cannot decode"
+                self._quarantine(f"decoding items {chunk.first}..{chunk.first + chunk.n - 1} failed ({type(exc).__name__}: {exc})")
+                continue
+            skip = self._next - chunk.first
+            self._items.extend(items[skip:] if skip else items)
+            self._next = chunk.first + chunk.n
             if self._items:
                 return True
-            self._quarantine(f"it holds {self._next} items but its count says {reader.count}")
 
     def _claim(self) -> bool:
         if time.monotonic() - self._recovered_at >= self.recover_every:

@@ -148,6 +148,7 @@ class Enqueuer:
                 return
             self._closed = True
             self._cond.notify_all()
+            _lifecycle.untrack(self)
             timer = self._timer
             error, self._error = self._error, None
             try:

@@ -1,0 +1,262 @@
+"""Dequeuer: claim in hand-over order, read, acknowledge, hand back, and carry on past bad files."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import sqlite3
+import threading
+
+import pytest
+
+from turbo_queue import Dequeuer, Enqueuer
+from turbo_queue._platform import is_locked
+
+from .conftest import listing, run_python
+
+
+def put_batches(folder, *batches, codec="pickle"):
+    """Hand over each list of items as one batch, in order."""
+    with Enqueuer(folder, max_batch_delay=3600, codec=codec, chunk_size=4) as enqueuer:
+        for batch in batches:
+            enqueuer.put_many(batch)
+            enqueuer.flush()
+
+
+def acked_of(path):
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key = 'acked'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_items_come_in_hand_over_order_across_producers(folder):
+    a = Enqueuer(folder, max_batch_delay=3600)
+    b = Enqueuer(folder, max_batch_delay=3600)
+    try:
+        for i in range(6):  # alternate: the epoch is the same second, ctime breaks the tie
+            (a if i % 2 else b).put(i)
+            (a if i % 2 else b).flush()
+    finally:
+        a.close()
+        b.close()
+    with Dequeuer(folder) as dequeuer:
+        assert [dequeuer.get(timeout=5) for _ in range(6)] == list(range(6))
+
+
+def test_get_many_returns_at_most_max_items_and_at_least_one(folder):
+    put_batches(folder, list(range(10)), list(range(10, 13)))
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get_many(4) == [0, 1, 2, 3]
+        assert dequeuer.get_many(100) == [4, 5, 6, 7, 8, 9]  # the rest of the batch in hand
+        assert dequeuer.get_many(100) == [10, 11, 12]
+        with pytest.raises(queue.Empty):
+            dequeuer.get_many(5, block=False)
+        with pytest.raises(ValueError, match="max_items must be a positive integer"):
+            dequeuer.get_many(0)
+    assert listing(folder)["ready"] == [] and listing(folder)["chosen"] == []
+
+
+def test_empty_timeout_and_bad_arguments(folder):
+    with Dequeuer(folder) as dequeuer:
+        with pytest.raises(queue.Empty):
+            dequeuer.get(block=False)
+        with pytest.raises(queue.Empty):
+            dequeuer.get(timeout=0.01)
+        with pytest.raises(ValueError, match="non-negative"):
+            dequeuer.get(timeout=-1)
+    with pytest.raises(ValueError, match="is closed"):
+        dequeuer.get()
+    with pytest.raises(ValueError, match="is closed"):
+        dequeuer.get_many(1)
+    with pytest.raises(ValueError, match="ack_every must be a positive integer"):
+        Dequeuer(folder, ack_every=0)
+
+
+def test_a_waiting_consumer_wakes_when_a_batch_arrives(folder):
+    got = []
+    with Dequeuer(folder) as dequeuer:
+        thread = threading.Thread(target=lambda: got.append(dequeuer.get(timeout=30)))
+        thread.start()
+        with Enqueuer(folder) as enqueuer:
+            enqueuer.put("wake up")
+        thread.join(30)
+    assert got == ["wake up"]
+
+
+def test_the_claimed_batch_is_chosen_and_locked_and_deleted_when_done(folder):
+    put_batches(folder, [1, 2, 3])
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get() == 1
+        (chosen,) = listing(folder)["chosen"]
+        assert listing(folder)["ready"] == []
+        assert is_locked(os.path.join(folder, chosen)) is True
+        assert dequeuer.get_many(5) == [2, 3]
+        with pytest.raises(queue.Empty):
+            dequeuer.get(block=False)  # asking again acknowledges 2 and 3: the file goes
+        assert os.listdir(folder) == []
+
+
+def test_close_hands_the_rest_back_at_once_with_its_position(folder):
+    put_batches(folder, list(range(10)))
+    first = Dequeuer(folder)
+    assert first.get_many(3) == [0, 1, 2]
+    first.close()
+    (ready,) = listing(folder)["ready"]
+    assert acked_of(os.path.join(folder, ready)) == 3
+    with Dequeuer(folder) as second:
+        assert second.get_many(100) == list(range(3, 10))
+
+
+def _take_one_and_exit(folder, out):
+    dequeuer = Dequeuer(folder)
+    out.put(dequeuer.get(timeout=10))
+    # no close(): normal exit of a multiprocessing child hands the rest back
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_consumer_process_that_exits_takes_no_unread_items_with_it(folder, method):
+    put_batches(folder, list(range(5)))
+    ctx = multiprocessing.get_context(method)
+    out = ctx.Queue()
+    child = ctx.Process(target=_take_one_and_exit, args=(folder, out))
+    child.start()
+    assert out.get(timeout=30) == 0
+    child.join(30)
+    assert child.exitcode == 0
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get_many(100, timeout=5) == [1, 2, 3, 4]
+
+
+def test_a_separate_program_that_exits_hands_back_too(folder):
+    put_batches(folder, ["a", "b", "c"])
+    result = run_python(
+        """
+        import sys, turbo_queue
+        print(turbo_queue.Dequeuer(sys.argv[1]).get(timeout=10))
+        """,
+        folder,
+    )
+    assert result.stdout.strip() == "a"
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get_many(10, timeout=5) == ["b", "c"]
+
+
+def test_acknowledged_position_is_saved_every_ack_every_items(folder):
+    put_batches(folder, list(range(40)))
+    dequeuer = Dequeuer(folder, ack_every=10)
+    try:
+        for _ in range(25):
+            dequeuer.get()
+        (chosen,) = listing(folder)["chosen"]
+        saved = acked_of(os.path.join(folder, chosen))
+        # saved when a chunk (4 items here) is read once 10 items were acknowledged
+        assert 10 <= saved <= 25 and 25 - saved <= 10 + 4
+    finally:
+        dequeuer.close()
+
+
+def test_a_corrupt_ready_file_becomes_bad_and_the_consumer_goes_on(folder):
+    put_batches(folder, ["before"])
+    bad = os.path.join(folder, "ready_1_00000000-0000-4000-8000-000000000000.db")
+    with open(bad, "wb") as f:
+        f.write(b"this is not a database" * 100)
+    put_batches(folder, ["after"])
+    with Dequeuer(folder) as dequeuer:
+        got = dequeuer.get_many(10, timeout=5) + dequeuer.get_many(10, timeout=5)
+    assert sorted(got) == ["after", "before"]
+    assert listing(folder)["bad"] == ["bad_1_00000000-0000-4000-8000-000000000000.db"]
+
+
+def test_a_newer_format_is_refused_and_left_as_it_is(folder, caplog):
+    put_batches(folder, ["future"])
+    (name,) = listing(folder)["ready"]
+    path = os.path.join(folder, name)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'format'")
+    conn.commit()
+    conn.close()
+    before = open(path, "rb").read()
+    put_batches(folder, ["now"])
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get(timeout=5) == "now"
+        with pytest.raises(queue.Empty):
+            dequeuer.get(timeout=0.05)
+    assert listing(folder)["ready"] == [name]
+    assert open(path, "rb").read() == before
+    assert "format version 2 is not known" in caplog.text
+
+
+def test_foreign_entries_are_left_alone(folder):
+    os.mkdir(os.path.join(folder, "ready_2_00000000-0000-4000-8000-000000000001.db"))
+    os.symlink("/etc/hostname", os.path.join(folder, "ready_3_00000000-0000-4000-8000-000000000002.db"))
+    for name in ("notes.txt", "ready_bad_name.db", "ready_4_xyz.db"):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write("not ours")
+    foreign = sorted(os.listdir(folder))
+    put_batches(folder, ["real"])
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get(timeout=5) == "real"
+        with pytest.raises(queue.Empty):
+            dequeuer.get(timeout=0.05)
+    assert sorted(os.listdir(folder)) == foreign
+
+
+def test_iteration_waits_for_items_and_ends_when_closed(folder):
+    dequeuer = Dequeuer(folder)
+    got = []
+
+    def iterate():
+        for item in dequeuer:
+            got.append(item)
+
+    thread = threading.Thread(target=iterate)
+    thread.start()
+    with Enqueuer(folder) as enqueuer:
+        enqueuer.put_many([1, 2, 3])
+    deadline = threading.Event()
+    for _ in range(1000):
+        if len(got) == 3:
+            break
+        deadline.wait(0.01)
+    dequeuer.close()
+    thread.join(10)
+    assert not thread.is_alive() and got == [1, 2, 3]
+
+
+def test_a_pickled_dequeuer_carries_its_folder_and_settings_only(folder):
+    put_batches(folder, [1, 2])
+    with Dequeuer(folder, ack_every=5) as dequeuer:
+        assert dequeuer.get() == 1
+        copy = pickle.loads(pickle.dumps(dequeuer))
+        with copy:
+            assert (copy.folder, copy.ack_every) == (folder, 5)
+            with pytest.raises(queue.Empty):
+                copy.get(block=False)  # the batch belongs to the original
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get(timeout=5) == 2
+
+
+def test_many_consumer_threads_share_one_dequeuer_without_loss(folder):
+    put_batches(folder, *[list(range(i * 100, (i + 1) * 100)) for i in range(20)])
+    got = []
+    lock = threading.Lock()
+    with Dequeuer(folder) as dequeuer:
+        def work():
+            while True:
+                try:
+                    items = dequeuer.get_many(7, timeout=0.2)
+                except queue.Empty:
+                    return
+                with lock:
+                    got.extend(items)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(got) == list(range(2000))

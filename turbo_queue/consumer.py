@@ -80,12 +80,15 @@ class Dequeuer:
             return self._items.popleft()
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
-        """Up to ``max_items`` items (at least one); ``queue.Empty`` as ``get`` does."""
+        """Up to ``max_items`` items (at least one), from one batch; ``queue.Empty`` as ``get`` does."""
         _positive_int("max_items", max_items)
         with self._lock:
             if not self._items or timeout is not None:
                 self._fill(block, timeout)
             items = self._items
+            while len(items) < max_items and self._reader is not None and self._next < self._reader.count:
+                if not self._read_chunk():  # more of the batch in hand, without waiting
+                    break
             if len(items) <= max_items:
                 out = list(items)
                 items.clear()
@@ -164,34 +167,38 @@ class Dequeuer:
     def _read_more(self) -> bool:
         """Decode the next chunk of the claimed batch, or claim the next batch; False if none."""
         while True:
-            reader = self._reader
-            if reader is None:
+            if self._reader is None:
                 if not self._claim():
                     return False
-                continue
-            if self._next >= reader.count:
+            elif self._next >= self._reader.count:
                 self._finish_batch()
-                continue
-            if self._taken - reader.acked >= self.ack_every:
-                reader.save_acked(self._taken)
-            try:
-                chunk = reader.chunk_at(self._next)
-            except sqlite3.DatabaseError as exc:
-                self._quarantine(f"reading it failed ({exc})")
-                continue
-            if chunk is None:
-                self._quarantine(f"no chunk holds item {self._next} of the {reader.count} it claims")
-                continue
-            try:
-                items = reader.codec.decode(chunk.data)
-            except Exception as exc:  # unpickling runs code from the file: any error means "cannot decode"
-                self._quarantine(f"decoding items {chunk.first}..{chunk.first + chunk.n - 1} failed ({type(exc).__name__}: {exc})")
-                continue
-            skip = self._next - chunk.first
-            self._items.extend(items[skip:] if skip else items)
-            self._next = chunk.first + chunk.n
-            if self._items:
+            elif self._read_chunk():
                 return True
+
+    def _read_chunk(self) -> bool:
+        """Decode the next chunk of the claimed batch into ``_items``; False if it was set aside."""
+        reader = self._reader
+        assert reader is not None
+        if self._taken - reader.acked >= self.ack_every:
+            reader.save_acked(self._taken)
+        try:
+            chunk = reader.chunk_at(self._next)
+        except sqlite3.DatabaseError as exc:
+            self._quarantine(f"reading it failed ({exc})")
+            return False
+        if chunk is None:
+            self._quarantine(f"no chunk holds item {self._next} of the {reader.count} it claims")
+            return False
+        try:
+            items = reader.codec.decode(chunk.data)
+        except Exception as exc:  # unpickling runs code from the file: any error means "cannot decode"
+            first, last = chunk.first, chunk.first + chunk.n - 1
+            self._quarantine(f"decoding items {first}..{last} failed ({type(exc).__name__}: {exc})")
+            return False
+        skip = self._next - chunk.first
+        self._items.extend(items[skip:] if skip else items)
+        self._next = chunk.first + chunk.n
+        return True
 
     def _claim(self) -> bool:
         if time.monotonic() - self._recovered_at >= self.recover_every:
@@ -242,8 +249,7 @@ class Dequeuer:
         batch.move(_folder.BAD, self.durable)
         batch.release()
         log.error("turbo_queue: %s: %s; kept as %s for a person to look at", name, reason, batch.name.filename)
-        self._batch, self._reader = None, None
-        self._items.clear()
+        self._batch, self._reader = None, None  # items decoded before the bad chunk are still returned
 
     def _release_batch(self) -> None:
         """Hand back the claimed batch: record the position, close SQLite, rename, unlock."""

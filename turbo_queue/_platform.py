@@ -28,7 +28,8 @@ FILE_MODE = 0o664
 FOLDER_MODE = 0o775
 
 
-def _require_flock() -> None:
+def require_flock() -> None:
+    """Raise UnsupportedPlatformError where there is no flock (the protocol's ownership)."""
     if _fcntl is None:
         raise UnsupportedPlatformError(
             "turbo_queue needs flock(), which this platform lacks; it runs on Linux and other POSIX systems"
@@ -37,7 +38,7 @@ def _require_flock() -> None:
 
 def try_lock(fd: int) -> bool:
     """Take an exclusive flock on ``fd`` without waiting; False if another holds it."""
-    _require_flock()
+    require_flock()
     try:
         _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
     except OSError as exc:
@@ -90,7 +91,11 @@ def mount_type_from(mountinfo: str, realpath: str) -> str:
 
 def check_local_filesystem(path: str, allow_network_fs: bool = False) -> None:
     """Refuse a folder on a network filesystem unless the caller allows it explicitly."""
-    fstype = mount_type(path)
+    refuse_network_filesystem(path, mount_type(path), allow_network_fs)
+
+
+def refuse_network_filesystem(path: str, fstype: str, allow_network_fs: bool = False) -> None:
+    """NetworkFilesystemError if ``fstype`` is a network filesystem and that was not allowed."""
     if fstype in NETWORK_FILESYSTEMS and not allow_network_fs:
         raise NetworkFilesystemError(
             f"{path} is on a {fstype} filesystem, where flock and rename do not keep turbo_queue's "

@@ -50,6 +50,7 @@ class Dequeuer:
         self.recover_every = _positive_number("recover_every", recover_every)
         self.durable = bool(durable)
         self.allow_network_fs = bool(allow_network_fs)
+        _platform.require_flock()
         _platform.make_folder(self.folder)
         _platform.check_local_filesystem(self.folder, self.allow_network_fs)
         self._closed = False

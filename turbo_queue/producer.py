@@ -73,6 +73,7 @@ class Enqueuer:
         self.allow_network_fs = bool(allow_network_fs)
         self._codec = get_codec(codec)
         self.codec = self._codec.name
+        _platform.require_flock()
         _platform.make_folder(self.folder)
         _platform.check_local_filesystem(self.folder, self.allow_network_fs)
         self._closed = False

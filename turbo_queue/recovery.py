@@ -52,6 +52,7 @@ def recover(folder: PathLike, *, dry_run: bool = False, durable: bool = False) -
     re-queued (a check of their contents may still send some to ``bad_`` or remove empty ones).
     A missing folder is an empty one.
     """
+    _platform.require_flock()
     path = os.path.abspath(os.fspath(folder))
     report = RecoveryReport(path, dry_run=dry_run)
     try:

@@ -55,8 +55,10 @@ def procs():
 
 
 @pytest.fixture
-def seed():
+def seed() -> int:
+    """The random seed of a randomized test (shown with its failures; replay with the variable)."""
     value = int(os.environ.get("TURBO_QUEUE_CRASH_SEED") or random.randrange(2**32))
+    print(f"TURBO_QUEUE_CRASH_SEED={value}")
     return value
 
 
@@ -355,7 +357,7 @@ def test_producer_killed_at_random_points_loses_nothing_it_handed_over(folder, t
 
 # -- (d) consumers killed at random points -------------------------------------------------------
 
-ACK_EVERY = 300
+ACK_EVERY = 50
 CHUNK = 100
 
 

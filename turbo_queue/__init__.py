@@ -18,6 +18,7 @@ from ._errors import (
 from .consumer import Dequeuer
 from .legacy import dequeue, enqueue, startup
 from .producer import Enqueuer
+from .queues import JoinableQueue, Queue, SimpleQueue
 from .recovery import RecoveryReport, recover
 
 __version__ = "1.0.0.dev0"
@@ -28,9 +29,12 @@ __all__ = [
     "Empty",
     "Enqueuer",
     "Full",
+    "JoinableQueue",
     "NetworkFilesystemError",
+    "Queue",
     "RecoveryReport",
     "ShardFormatError",
+    "SimpleQueue",
     "TurboQueueError",
     "UnsupportedPlatformError",
     "dequeue",

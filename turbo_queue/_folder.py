@@ -153,7 +153,8 @@ def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional
     if name is None or name.state != from_state:
         raise ValueError(f"{filename!r} is not a {from_state}_ batch file name")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted under a batch name must not hang the open
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:

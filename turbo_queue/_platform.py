@@ -54,7 +54,7 @@ def is_locked(path: str) -> bool | None:
     Probing takes the lock for an instant when it is free, so only recovery uses it.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
@@ -115,6 +115,13 @@ def fast_temp_root() -> str:
 def make_folder(path: str) -> None:
     """Create ``path`` and its parents if missing (not world-writable)."""
     os.makedirs(path, mode=FOLDER_MODE, exist_ok=True)
+
+
+def prepare_folder(path: str, allow_network_fs: bool = False) -> None:
+    """Everything a queue folder needs before use: flock, the folder itself, a local filesystem."""
+    require_flock()
+    make_folder(path)
+    check_local_filesystem(path, allow_network_fs)
 
 
 def fsync_folder(path: str) -> None:

@@ -164,12 +164,13 @@ def inspect(path: str) -> Inspection:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
             return Inspection("empty")
+        if "meta" in tables:  # the version first: a newer format may lay its tables out otherwise
+            version = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if version is not None and version[0] != FORMAT_VERSION:
+                return Inspection("newer", detail=str(ShardFormatError(path, version[0])))
         if not {"meta", "items"} <= tables:
             return Inspection("corrupt", detail=f"not a turbo_queue batch (tables: {sorted(tables)})")
-        try:
-            meta = read_meta(conn, path)
-        except ShardFormatError as exc:
-            return Inspection("newer", detail=str(exc))
+        meta = read_meta(conn, path)
         get_codec(meta["codec"])
         (count,) = conn.execute("SELECT coalesce(max(first + n), 0) FROM items").fetchone()
         acked = int(meta["acked"])

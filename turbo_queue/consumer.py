@@ -50,9 +50,7 @@ class Dequeuer:
         self.recover_every = _positive_number("recover_every", recover_every)
         self.durable = bool(durable)
         self.allow_network_fs = bool(allow_network_fs)
-        _platform.require_flock()
-        _platform.make_folder(self.folder)
-        _platform.check_local_filesystem(self.folder, self.allow_network_fs)
+        _platform.prepare_folder(self.folder, self.allow_network_fs)
         self._closed = False
         self._reset()
         _lifecycle.track(self)
@@ -163,7 +161,15 @@ class Dequeuer:
             remaining = self.recover_every if deadline is None else deadline - time.monotonic()
             if not block or remaining <= 0:
                 raise queue.Empty
-            events.wait(generation, min(remaining, self.recover_every))
+            self._lock.release()  # other threads may get, or close, while this one waits
+            try:
+                events.wait(generation, min(remaining, self.recover_every))
+            finally:
+                self._lock.acquire()
+            if self._closed:
+                raise ValueError(f"Dequeuer for {self.folder} is closed")
+            if self._items:
+                return
 
     def _read_more(self) -> bool:
         """Decode the next chunk of the claimed batch, or claim the next batch; False if none."""

@@ -65,20 +65,33 @@ class Enqueuer:
         allow_network_fs: bool = False,
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.max_batch_delay = _positive_number("max_batch_delay", max_batch_delay)
-        self.chunk_size = _positive_int("chunk_size", chunk_size)
-        self.max_ready_files = None if max_ready_files is None else _positive_int("max_ready_files", max_ready_files)
+        self.check_settings(batch_size=batch_size, max_batch_delay=max_batch_delay, chunk_size=chunk_size,
+                            codec=codec, max_ready_files=max_ready_files)
+        self.batch_size = batch_size
+        self.max_batch_delay = float(max_batch_delay)
+        self.chunk_size = chunk_size
+        self.max_ready_files = max_ready_files
         self.durable = bool(durable)
         self.allow_network_fs = bool(allow_network_fs)
         self._codec = get_codec(codec)
         self.codec = self._codec.name
-        _platform.require_flock()
-        _platform.make_folder(self.folder)
-        _platform.check_local_filesystem(self.folder, self.allow_network_fs)
+        _platform.prepare_folder(self.folder, self.allow_network_fs)
         self._closed = False
         self._reset()
         _lifecycle.track(self)
+
+    @staticmethod
+    def check_settings(
+        *, batch_size: int = 1, max_batch_delay: float = 1.0, chunk_size: int = 1, codec: str = "pickle",
+        max_ready_files: Optional[int] = None, **_other: object,
+    ) -> None:
+        """ValueError naming the first setting that is wrong."""
+        _positive_int("batch_size", batch_size)
+        _positive_number("max_batch_delay", max_batch_delay)
+        _positive_int("chunk_size", chunk_size)
+        get_codec(codec)
+        if max_ready_files is not None:
+            _positive_int("max_ready_files", max_ready_files)
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -164,6 +177,11 @@ class Enqueuer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Items in the current batch, not yet handed over."""
+        return self._batch_items
 
     @property
     def active(self) -> bool:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Union
 
 from . import _folder, _platform, _shard
 
@@ -68,24 +69,42 @@ def recover(folder: PathLike, *, dry_run: bool = False, durable: bool = False) -
     return report
 
 
+def _is_regular(path: str) -> Optional[bool]:
+    """Whether ``path`` is a regular file (None: gone). Symlinks, folders, FIFOs are not ours."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
+
+
 def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, durable: bool) -> None:
+    path = os.path.join(folder, name)
+    regular = _is_regular(path)
+    if regular is None:
+        return
+    if not regular:
+        log.warning("turbo_queue: %s is not a regular file, so not a batch; left alone", path)
+        report.refused.append(name)
+        return
     if report.dry_run:
-        held = _platform.is_locked(os.path.join(folder, name))
+        held = _platform.is_locked(path)
         if held is not None:
             (report.live if held else report.requeued).append(name)
         return
     try:
         batch = _folder.take(folder, name, state, state)
-    except _folder.SymlinkRefused:
-        log.warning("turbo_queue: %s is a symlink, not a batch file; left alone", os.path.join(folder, name))
+    except _folder.SymlinkRefused:  # it became a symlink since the look above
         report.refused.append(name)
         return
     if batch is None:
-        if os.path.lexists(os.path.join(folder, name)):
+        if os.path.lexists(path):
             report.live.append(name)
         return
     try:
         found = _shard.inspect(batch.path)
+        # A kill just after SQLite created its journal, before it wrote a byte of it, leaves an
+        # empty journal that SQLite ignores and never removes: it holds nothing to roll back.
+        _remove_empty_journal(batch.path)
         if found.state == "newer":
             log.error("turbo_queue: %s; recovery left it as it is", found.detail)
             report.refused.append(name)
@@ -111,11 +130,22 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
         batch.release()
 
 
+def _remove_empty_journal(path: str) -> None:
+    journal = path + "-journal"
+    try:
+        if os.lstat(journal).st_size == 0:
+            os.unlink(journal)
+    except FileNotFoundError:
+        pass  # no journal: the usual case
+
+
 def _remove_orphaned_creating(folder: str, name: str, report: RecoveryReport) -> None:
     # A producer's hidden file before it became loading_: it holds no data.
     path = os.path.join(folder, name)
+    if not _is_regular(path):
+        return
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return  # gone (renamed to loading_ or removed), or not ours to touch
     try:

@@ -1,0 +1,325 @@
+"""``Queue``, ``JoinableQueue`` and ``SimpleQueue``: drop-in replacements for ``multiprocessing``'s.
+
+Each is a queue folder with a process-local ``Enqueuer`` and ``Dequeuer``, created on first use in
+each process, and the shared counters of ``_counters`` for ``qsize``/``maxsize``/``join``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing.util
+import os
+import shutil
+import tempfile
+import threading
+import time
+from queue import Empty, Full
+from typing import Any, Iterable, List, Optional, Union
+
+from . import _counters, _lifecycle, _platform
+from ._counters import DONE, GOT, PUT
+from .consumer import Dequeuer
+from .producer import Enqueuer, check_timeout
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: A put waiting for room under ``maxsize`` (or ``join()``) looks again after this long, at most.
+_MAX_POLL = 0.01
+
+
+def _remove_folder(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Queue:
+    """A process-shared FIFO queue with the interface of ``multiprocessing.Queue``.
+
+    ``Queue(maxsize=0)`` makes a temporary folder in memory (``/dev/shm`` when there is one),
+    removed when the creating process exits; ``Queue(path=...)`` uses a named folder that separate
+    programs can share and that outlives them. The other keyword arguments are those of
+    ``Enqueuer`` and ``Dequeuer``; ``max_batch_delay`` (default 10 ms) bounds how long an item waits
+    before consumers can see it.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        path: Optional[PathLike] = None,
+        batch_size: int = 10_000,
+        max_batch_delay: float = 0.01,
+        chunk_size: int = 100,
+        codec: str = "pickle",
+        durable: bool = False,
+        ack_every: int = 1000,
+        allow_network_fs: bool = False,
+    ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
+        self._settings = {
+            "batch_size": batch_size, "max_batch_delay": max_batch_delay, "chunk_size": chunk_size,
+            "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
+        }
+        self._ack_every = ack_every
+        Enqueuer.check_settings(**self._settings)
+        self.maxsize = maxsize if maxsize > 0 else 0
+        if path is None:
+            _platform.require_flock()
+            self.path = tempfile.mkdtemp(prefix="turbo_queue-", dir=_platform.fast_temp_root())
+            multiprocessing.util.Finalize(None, _remove_folder, args=(self.path,), exitpriority=-10)
+            self._temporary = True
+        else:
+            self.path = os.path.abspath(os.fspath(path))
+            self._temporary = False
+        self._start()
+
+    def _start(self) -> None:
+        self._closed = False
+        self._lock = threading.Lock()
+        self._enqueuer: Optional[Enqueuer] = None
+        self._dequeuer: Optional[Dequeuer] = None
+        self._totals = _counters.Totals(self.path)
+        if not self._temporary:
+            _platform.prepare_folder(self.path, self._settings["allow_network_fs"])
+        _platform.make_folder(os.path.join(self.path, _counters.FOLDER))
+        _lifecycle.track(self)
+
+    # -- pickling: the address and settings, never open files ---------------------------------
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "maxsize": self.maxsize, "settings": self._settings,
+                "ack_every": self._ack_every, "temporary": self._temporary}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self.maxsize = state["maxsize"]
+        self._settings = state["settings"]
+        self._ack_every = state["ack_every"]
+        self._temporary = state["temporary"]
+        self._start()
+
+    # -- the multiprocessing.Queue interface ---------------------------------------------------
+
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Put ``obj`` into the queue; with ``maxsize``, wait for room (``queue.Full`` on time-out)."""
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        enqueuer = self._enqueuer or self._open_enqueuer()
+        if self.maxsize:
+            self._put_bounded(enqueuer, [obj], block, timeout)
+        else:
+            enqueuer.put(obj)
+            _counters.mine(self.path).add(PUT)
+
+    def put_nowait(self, obj: Any) -> None:
+        self.put(obj, False)
+
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> None:
+        """Put many items in one call (all or none of them): the fast path."""
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        items = items if isinstance(items, list) else list(items)
+        enqueuer = self._enqueuer or self._open_enqueuer()
+        if self.maxsize:
+            self._put_bounded(enqueuer, items, block, timeout)
+        else:
+            enqueuer.put_many(items)
+            _counters.mine(self.path).add(PUT, len(items))
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Remove and return an item; ``queue.Empty`` if none comes in time."""
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        dequeuer = self._dequeuer or self._open_dequeuer()
+        try:
+            item = dequeuer.get(False)
+        except Empty:
+            check_timeout(timeout if block else None)
+            self._flush_own()
+            item = dequeuer.get(block, timeout)
+        _counters.mine(self.path).add(GOT)
+        return item
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
+        """Up to ``max_items`` items (at least one); ``queue.Empty`` as ``get`` does."""
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        dequeuer = self._dequeuer or self._open_dequeuer()
+        try:
+            items = dequeuer.get_many(max_items, False)
+        except Empty:
+            check_timeout(timeout if block else None)
+            self._flush_own()
+            items = dequeuer.get_many(max_items, block, timeout)
+        _counters.mine(self.path).add(GOT, len(items))
+        return items
+
+    def qsize(self) -> int:
+        """Items put and not yet got, over every process that uses the queue (approximate after a crash)."""
+        put, got, _ = self._totals.read()
+        return max(0, put - got)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return bool(self.maxsize) and self.qsize() >= self.maxsize
+
+    def flush(self) -> None:
+        """Hand this process's partial batch to consumers now."""
+        if self._enqueuer is not None:
+            self._enqueuer.flush()
+
+    def close(self) -> None:
+        """This process puts and gets no more: flush the partial batch, hand back unread items."""
+        if self._closed:
+            return
+        self._closed = True
+        _lifecycle.untrack(self)
+        with self._lock:
+            try:
+                if self._enqueuer is not None:
+                    self._enqueuer.close()
+            finally:
+                if self._dequeuer is not None:
+                    self._dequeuer.close()
+
+    def join_thread(self) -> None:
+        """Kept for the interface: ``close()`` has already flushed everything (no feeder thread)."""
+        if not self._closed:
+            raise AssertionError(f"Queue {self!r} not closed")
+
+    def cancel_join_thread(self) -> None:
+        """Kept for the interface; buffered items are still flushed at exit, so nothing is lost."""
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {self.path!r}{' closed' if self._closed else ''}>"
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _open_enqueuer(self) -> Enqueuer:
+        with self._lock:
+            if self._enqueuer is None:
+                self._enqueuer = Enqueuer(self.path, **self._settings)
+            return self._enqueuer
+
+    def _open_dequeuer(self) -> Dequeuer:
+        with self._lock:
+            if self._dequeuer is None:
+                self._dequeuer = Dequeuer(self.path, ack_every=self._ack_every, durable=self._settings["durable"],
+                                          allow_network_fs=self._settings["allow_network_fs"])
+            return self._dequeuer
+
+    def _flush_own(self) -> None:
+        # Items this process put are still in its batch: hand them over rather than wait for the timer.
+        enqueuer = self._enqueuer
+        if enqueuer is not None and enqueuer.pending:
+            enqueuer.flush()
+
+    def _put_bounded(self, enqueuer: Enqueuer, items: List[Any], block: bool, timeout: Optional[float]) -> None:
+        check_timeout(timeout if block else None)
+        n = len(items)
+        if n > self.maxsize:
+            raise ValueError(f"cannot put {n} items at once into a queue of maxsize {self.maxsize}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            with self._room():
+                put, got, _ = self._totals.read()
+                if put - got + n <= self.maxsize:
+                    if n == 1:
+                        enqueuer.put(items[0])
+                    else:
+                        enqueuer.put_many(items)
+                    _counters.mine(self.path).add(PUT, n)
+                    return
+            if not block or (deadline is not None and time.monotonic() >= deadline):
+                raise Full
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            pause = min(pause * 2, _MAX_POLL)
+
+    def _room(self) -> "_FolderLock":
+        return _FolderLock(os.path.join(self.path, _counters.FOLDER, ".maxsize.lock"))
+
+    def _close_at_exit(self) -> None:
+        self.close()
+
+    def _forget_after_fork(self) -> None:
+        # The inherited Enqueuer/Dequeuer reset themselves; the child starts its own on first use.
+        self._lock = threading.Lock()
+        self._enqueuer = None
+        self._dequeuer = None
+
+
+class _FolderLock:
+    """An exclusive flock on a small file, held by one process at a time (for ``maxsize``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> "_FolderLock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _platform.FILE_MODE)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self.fd)
+
+
+class JoinableQueue(Queue):
+    """A ``Queue`` with ``task_done()`` and ``join()``, across processes."""
+
+    def task_done(self) -> None:
+        """Mark one item got from the queue as processed."""
+        with self._room():
+            put, _, done = self._totals.read()
+            if done >= put:
+                raise ValueError("task_done() called too many times")
+            _counters.mine(self.path).add(DONE)
+
+    def join(self) -> None:
+        """Wait until every item put has been marked done with ``task_done()``."""
+        pause = 0.0005
+        while True:
+            put, _, done = self._totals.read()
+            if done >= put:
+                return
+            self._flush_own()
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_POLL)
+
+
+class SimpleQueue:
+    """The interface of ``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``."""
+
+    def __init__(self, *, path: Optional[PathLike] = None, **settings: Any) -> None:
+        self._queue = Queue(path=path, **settings)
+
+    def put(self, obj: Any) -> None:
+        self._queue.put(obj)
+
+    def get(self) -> Any:
+        return self._queue.get()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def close(self) -> None:
+        self._queue.close()
+
+    @property
+    def path(self) -> str:
+        return self._queue.path
+
+    def __repr__(self) -> str:
+        return f"<SimpleQueue at {self.path!r}>"

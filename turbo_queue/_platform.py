@@ -48,6 +48,12 @@ def try_lock(fd: int) -> bool:
     return True
 
 
+def lock(fd: int) -> None:
+    """Take an exclusive flock on ``fd``, waiting for it."""
+    require_flock()
+    _fcntl.flock(fd, _fcntl.LOCK_EX)
+
+
 def is_locked(path: str) -> bool | None:
     """Whether a live process holds the flock of ``path`` (None: the file is gone).
 

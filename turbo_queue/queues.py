@@ -6,7 +6,6 @@ each process, and the shared counters of ``_counters`` for ``qsize``/``maxsize``
 
 from __future__ import annotations
 
-import fcntl
 import multiprocessing.util
 import os
 import shutil
@@ -269,7 +268,7 @@ class _FolderLock:
 
     def __enter__(self) -> "_FolderLock":
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _platform.FILE_MODE)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        _platform.lock(self.fd)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -111,17 +111,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="turbo-queue", description="A crash-safe, file-sharded queue for many processes.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="print less")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_demo_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
     p = commands.add_parser("demo", parents=[common], help="run a small multi-process pipeline through a queue",
                             description="Producers put items into a queue folder, consumers take them; "
                                         "prints what moved, how fast, and that nothing was lost.")
@@ -132,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="queue folder to use (default: a temporary one, removed afterwards)")
     p.set_defaults(run=demo)
 
+
+def add_recover_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
     p = commands.add_parser("recover", parents=[common], help="re-queue the files of processes that died",
                             description="Re-queues orphaned loading_/chosen_ files as ready_, removes empty "
                                         "ones and renames damaged ones to bad_. Safe while the queue runs: "
@@ -140,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only list what would be done")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=recover_command)
+
+
+#: Each adds one subcommand; a new command is a function here and a line in this list.
+COMMANDS = [add_demo_command, add_recover_command]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="turbo-queue", description="A crash-safe, file-sharded queue for many processes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print less")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(commands, common)
     return parser
 
 

@@ -7,6 +7,7 @@ joins already-encoded items into a chunk (``join``), encodes a whole list in one
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 from abc import ABC, abstractmethod
@@ -93,6 +94,7 @@ class JsonCodec(Codec):
     """JSON through orjson: fast, readable from the sqlite3 shell and from other languages.
 
     A chunk is a JSON array. Tuples come back as lists; dict keys that are not strings become strings.
+    As JSON itself, it has no NaN or Infinity (orjson writes them as null) and ints are 64-bit.
     """
 
     name = "json"
@@ -115,6 +117,29 @@ class JsonCodec(Codec):
 
     def decode(self, chunk: bytes) -> List[Any]:
         return orjson.loads(chunk)
+
+
+class StdlibJsonCodec(JsonCodec):
+    """JSON through the standard library's ``json``: slower, but any int size, and NaN and
+    Infinity kept (as JavaScript's tokens), as turbo-queue 0.5.2 stored items. The legacy API uses it.
+    """
+
+    name = "json-stdlib"
+
+    def encode(self, item: Any) -> bytes:
+        try:
+            return json.dumps(item, separators=(",", ":")).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise _refuse(self.name, item, exc, "convert it to JSON types, or use codec='pickle'") from exc
+
+    def encode_many(self, items: List[Any]) -> bytes:
+        try:
+            return json.dumps(items, separators=(",", ":")).encode("utf-8")
+        except (TypeError, ValueError):
+            raise self.find_refused(items) from None
+
+    def decode(self, chunk: bytes) -> List[Any]:
+        return json.loads(chunk)
 
 
 class RawCodec(Codec):
@@ -166,7 +191,7 @@ class RawCodec(Codec):
         return items
 
 
-CODECS = {codec.name: codec for codec in (PickleCodec(), JsonCodec(), RawCodec())}
+CODECS = {codec.name: codec for codec in (PickleCodec(), JsonCodec(), StdlibJsonCodec(), RawCodec())}
 
 
 def get_codec(name: str) -> Codec:

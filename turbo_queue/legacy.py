@@ -89,7 +89,7 @@ class enqueue(_Base):
         """Open the queue for adding, with the current settings."""
         if self._enqueuer is None:
             self._enqueuer = Enqueuer(self.folder, batch_size=self.max_events_per_file,
-                                      max_batch_delay=self.max_batch_age, codec="json")
+                                      max_batch_delay=self.max_batch_age, codec="json-stdlib")
 
     def add(self, data: Any) -> None:
         """Add one JSON-serializable item (``start()`` is called for you if needed)."""
@@ -120,11 +120,12 @@ class dequeue(_Base):
     test ``is None``, not truth: ``while (data := next(gen)) is not None: ...``.
     """
 
+    auto_cleanup = _Setting(bool, True)  # kept for old callers: finished batches always go
+
     def __init__(self, proc_num: Optional[int] = None) -> None:
         self.proc_num = proc_num
         self._dequeuer: Optional[Dequeuer] = None
         self._total_gets = 0
-        self.auto_cleanup = True
 
     def get(self) -> Generator[Any, None, None]:
         if self._dequeuer is None:

@@ -1,0 +1,29 @@
+"""The benchmark runs end to end on tiny numbers (it is not a test of speed: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
+
+
+def test_the_benchmark_runs_and_checks_every_item(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--items", "3000", "--sweep", "1,2", "--only", "mp,mp-lists,turbo,turbo-many",
+         "--json", str(out), "--tmp", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| P=C | contender | items/s | CPU us/item | peak MB | lost | duplicated |" in result.stdout
+    medians = json.loads(out.read_text())["medians"]
+    assert len(medians) == 8
+    assert {row["contender"] for row in medians} == {
+        "multiprocessing.Queue", "multiprocessing.Queue, lists of 100", "turbo_queue.Queue",
+        "turbo_queue.Queue, put_many/get_many"}
+    for row in medians:
+        assert row["items"] == 3000 and row["lost"] == 0 and row["duplicated"] == 0
+        assert row["items_per_s"] > 0 and row["cpu_us_per_item"] > 0 and row["peak_mb"] > 0

@@ -6,6 +6,7 @@ import collections
 import datetime
 import decimal
 import fractions
+import queue
 import threading
 
 import pytest
@@ -104,5 +105,7 @@ def test_put_refuses_at_once_and_keeps_the_queue_usable(folder, name):
         with pytest.raises(TypeError, match="'lock'"):
             enqueuer.put_many([good, threading.Lock(), good])  # all or nothing
         enqueuer.put(good)
-    with Dequeuer(folder) as dequeuer:
-        assert dequeuer.get_many(10, timeout=5) == [good, good]
+    with Dequeuer(folder) as dequeuer:  # one batch, or two if the timer rolled between the puts
+        assert [dequeuer.get(timeout=5), dequeuer.get(timeout=5)] == [good, good]
+        with pytest.raises(queue.Empty):
+            dequeuer.get(timeout=0.05)

@@ -70,7 +70,7 @@ def test_maxsize_qsize_empty_full(kind):
         q.put(3, timeout=0.01)
     assert q.get(timeout=10) == 1
     q.put_nowait(3)
-    assert [q.get(timeout=10), q.get_nowait()] == [2, 3]
+    assert [q.get(timeout=10), q.get(timeout=10)] == [2, 3]  # get_nowait may beat multiprocessing's feeder
     with pytest.raises(queue.Empty):
         q.get_nowait()
     with pytest.raises(queue.Empty):

@@ -109,9 +109,39 @@ def create(folder: str) -> Batch:
             os.close(fd)
             continue
         except BaseException:
+            try:  # the rename failed (EIO, ENOSPC...): do not leave the empty hidden file behind
+                os.unlink(hidden)
+            except OSError:
+                pass  # recovery removes an orphaned hidden file
             os.close(fd)
             raise
         return Batch(folder, name, fd)
+
+
+def require_writable(folder: str, who: str) -> None:
+    """PermissionError unless this process may create and rename files in ``folder``.
+
+    Checked when a producer or consumer is made, so that a folder it cannot write fails there,
+    with a message saying what to do, and not at the first put or get.
+    """
+    effective = os.access in os.supports_effective_ids
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
+        code = errno.EROFS if _read_only_mount(folder) else errno.EACCES
+        raise PermissionError(
+            code,
+            f"{who} cannot create or rename files in the queue folder (uid {os.geteuid()}, gid {os.getegid()}"
+            f"{', read-only filesystem' if code == errno.EROFS else ''}); a producer or consumer needs write "
+            f"and search permission on it. For a folder shared by several users, give it to a common group "
+            f"(chgrp, chmod g+ws) and run them with umask 002",
+            folder,
+        )
+
+
+def _read_only_mount(folder: str) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def ready_in_order(folder: str) -> List[str]:
@@ -160,6 +190,9 @@ def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a symlink planted in place of a batch: never followed
             raise SymlinkRefused(path) from None
+        if exc.errno in _CANNOT_OPEN:  # a file this user may not read, a socket: not a batch we can take
+            reason = f"cannot open it ({exc.strerror}), so it is not a batch this process can take"
+            raise EntryRefused(exc.errno, reason, path) from None
         raise
     batch = Batch(folder, name, fd)
     try:
@@ -183,7 +216,16 @@ def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional
         raise
 
 
-class SymlinkRefused(OSError):
+#: Errors of opening an entry named like a batch that say it is not one this process can take:
+#: EACCES/EPERM (a file of another user it may not read), ENXIO (a Unix socket), ENODEV (a device).
+_CANNOT_OPEN = frozenset({errno.EACCES, errno.EPERM, errno.ENXIO, errno.ENODEV})
+
+
+class EntryRefused(OSError):
+    """An entry named like a batch that this process cannot open; left as it is (``filename`` says which)."""
+
+
+class SymlinkRefused(EntryRefused):
     """A symlink sits where a batch file should be; turbo_queue never follows it."""
 
     def __init__(self, path: str) -> None:

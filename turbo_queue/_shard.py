@@ -12,6 +12,7 @@ inside a chunk.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import sqlite3
@@ -37,6 +38,21 @@ def _connect(path: str, durable: bool) -> sqlite3.Connection:
     return conn
 
 
+def _never_close(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Make a connection that a forked child inherited impossible to close, even at exit.
+
+    Closing it, also when the interpreter frees it at exit, rolls back the open transaction of the
+    parent in the parent's file and deletes the parent's journal: the parent's batch is then lost
+    ("disk I/O error" at its commit). An extra reference that is never dropped keeps it from ever
+    being freed; the process's exit just closes the descriptors, which touches no file.
+    """
+    try:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except AttributeError:  # not CPython: keeping the reference (lifecycle does) is all we can do
+        pass
+    return conn
+
+
 def created_by() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -44,18 +60,19 @@ def created_by() -> str:
 class ShardWriter:
     """Fills a new batch file. Everything is one transaction, committed by ``finish``."""
 
-    def __init__(self, path: str, codec: Codec, durable: bool = False) -> None:
+    def __init__(
+        self, path: str, codec: Codec, durable: bool = False, meta: Optional[Dict[str, object]] = None
+    ) -> None:
+        """``meta``: more entries for the meta table (or other starting values, e.g. ``acked``)."""
         self.count = 0
         self._conn = _connect(path, durable)
         try:
             self._conn.execute("BEGIN")
             for statement in _SCHEMA:
                 self._conn.execute(statement)
-            self._conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("format", FORMAT_VERSION), ("codec", codec.name), ("count", 0), ("acked", 0),
-                 ("created_by", created_by())],
-            )
+            entries = {"format": FORMAT_VERSION, "codec": codec.name, "count": 0, "acked": 0,
+                       "created_by": created_by(), **(meta or {})}
+            self._conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(entries.items()))
         except BaseException:
             self.abandon()
             raise
@@ -82,7 +99,7 @@ class ShardWriter:
 
     def forget(self) -> sqlite3.Connection:
         """Give up the connection without touching the file (a forked child must not close it)."""
-        return self._conn
+        return _never_close(self._conn)
 
 
 class Chunk(NamedTuple):
@@ -99,21 +116,36 @@ class ShardReader:
         self._conn = _connect(path, durable)
         try:
             meta = read_meta(self._conn, path)
+            self.codec: Codec = get_codec(meta["codec"])
+            self.count = int(meta["count"])
+            self.acked = int(meta["acked"])
+            # The count decides when the file is deleted, so check it against the chunks (a cheap
+            # look-up of the last row): a damaged count must not delete items that were never read.
+            last = self._conn.execute("SELECT first + n FROM items ORDER BY first DESC LIMIT 1").fetchone()
+            end = last[0] if last else 0
+            if end != self.count or not 0 <= self.acked <= self.count:
+                raise sqlite3.DatabaseError(
+                    f"{path}: its meta table says {self.count} items ({self.acked} acknowledged), "
+                    f"its chunks end at item {end}"
+                )
         except BaseException:
             self._conn.close()
             raise
-        self.codec: Codec = get_codec(meta["codec"])
-        self.count = int(meta["count"])
-        self.acked = int(meta["acked"])
 
     def chunk_at(self, position: int) -> Optional[Chunk]:
         """The chunk that holds item ``position`` (None past the end)."""
         row = self._conn.execute(
             "SELECT first, n, data FROM items WHERE first <= ? ORDER BY first DESC LIMIT 1", (position,)
         ).fetchone()
-        if row is None or row[0] + row[1] <= position:
+        if row is None:
             return None
-        return Chunk(*row)
+        first, n, data = row
+        if type(n) is not int or type(data) is not bytes or n < 1:  # a damaged file can read back NULLs
+            raise sqlite3.DatabaseError(f"{self.path}: the chunk of item {first} is malformed "
+                                        f"(n={n!r}, data of type {type(data).__name__})")
+        if first + n <= position:
+            return None
+        return Chunk(first, n, data)
 
     def save_acked(self, position: int) -> None:
         """Record that the first ``position`` items were acknowledged."""
@@ -124,7 +156,7 @@ class ShardReader:
         self._conn.close()
 
     def forget(self) -> sqlite3.Connection:
-        return self._conn
+        return _never_close(self._conn)
 
 
 def read_meta(conn: sqlite3.Connection, path: str) -> Dict[str, object]:

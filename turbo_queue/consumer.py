@@ -11,9 +11,9 @@ import time
 from collections import deque
 from typing import Any, Deque, Iterator, List, Optional, Set, Union
 
-from . import _folder, _lifecycle, _platform, _watch
+from . import _folder, _lifecycle, _platform, _shard, _watch
 from ._errors import ShardFormatError
-from ._shard import ShardReader
+from ._shard import Chunk, ShardReader, ShardWriter
 from .producer import _positive_int, _positive_number, check_timeout
 from .recovery import recover
 
@@ -51,6 +51,7 @@ class Dequeuer:
         self.durable = bool(durable)
         self.allow_network_fs = bool(allow_network_fs)
         _platform.prepare_folder(self.folder, self.allow_network_fs)
+        _folder.require_writable(self.folder, "a Dequeuer")
         self._closed = False
         self._reset()
         _lifecycle.track(self)
@@ -64,6 +65,7 @@ class Dequeuer:
         self._next = 0  # position of the first item not yet decoded
         self._skip: Set[str] = set()  # ready_ files this consumer cannot read (a newer format)
         self._recovered_at = float("-inf")
+        self._unsaved: Optional[str] = None  # the batch whose position could not be recorded (warned once)
         self.claimed = 0  # batches claimed so far
 
     # -- the public calls ------------------------------------------------------------------
@@ -187,7 +189,7 @@ class Dequeuer:
         reader = self._reader
         assert reader is not None
         if self._taken - reader.acked >= self.ack_every:
-            reader.save_acked(self._taken)
+            self._save_position(reader)
         try:
             chunk = reader.chunk_at(self._next)
         except sqlite3.DatabaseError as exc:
@@ -198,9 +200,13 @@ class Dequeuer:
             return False
         try:
             items = reader.codec.decode(chunk.data)
+            if len(items) != chunk.n:
+                raise ValueError(f"the chunk holds {len(items)} items, its row says {chunk.n}")
         except Exception as exc:  # unpickling runs code from the file: any error means "cannot decode"
+            if self._items:
+                return False  # set it aside once the items before it are returned (see _set_aside)
             first, last = chunk.first, chunk.first + chunk.n - 1
-            self._quarantine(f"decoding items {first}..{last} failed ({type(exc).__name__}: {exc})")
+            self._set_aside(chunk, f"decoding items {first}..{last} failed ({type(exc).__name__}: {exc})")
             return False
         skip = self._next - chunk.first
         self._items.extend(items[skip:] if skip else items)
@@ -214,8 +220,8 @@ class Dequeuer:
         while True:
             try:
                 batch = _folder.claim(self.folder, frozenset(self._skip))
-            except _folder.SymlinkRefused as exc:
-                log.warning("turbo_queue: %s is a symlink, not a batch file; it is never followed", exc.filename)
+            except _folder.EntryRefused as exc:  # a symlink, a socket, a file of a user we may not read
+                log.warning("turbo_queue: %s: %s; left as it is", exc.filename, exc.strerror)
                 self._skip.add(os.path.basename(exc.filename))
                 continue
             if batch is None:
@@ -246,6 +252,57 @@ class Dequeuer:
         self._batch.release()
         self._batch, self._reader = None, None
 
+    def _set_aside(self, chunk: Chunk, reason: str) -> None:
+        """Keep a chunk that cannot be decoded in a ``bad_`` file of its own and go on past it.
+
+        Poison items are then never delivered again, and the rest of the batch still is. Called
+        only when every item before the chunk was returned (``_items`` is empty), so moving the
+        position past it acknowledges nothing that was not returned. The bad_ file is a batch of
+        its own (``set_aside_from`` in its meta names the source): renamed ``ready_`` once the
+        consumer can decode it, it delivers those items. If it cannot be written, the whole
+        batch is quarantined as before.
+        """
+        batch, reader = self._batch, self._reader
+        assert batch is not None and reader is not None
+        source = batch.name.filename
+        try:
+            aside = _folder.create(self.folder)
+            try:
+                meta = {"acked": self._next - chunk.first, "set_aside_from": source, "set_aside_first": chunk.first,
+                        "reason": reason}
+                writer = ShardWriter(aside.path, reader.codec, self.durable, meta=meta)
+                try:
+                    writer.append(chunk.n, chunk.data)
+                    writer.finish()
+                except BaseException:
+                    writer.abandon()
+                    raise
+                aside.move(_folder.BAD, self.durable)
+            finally:
+                aside.release()  # on a failure the loading_ file is an orphan: recovery removes or re-queues it
+        except (sqlite3.Error, OSError) as exc:
+            self._quarantine(f"{reason}; setting the chunk aside failed ({exc})")
+            return
+        log.error("turbo_queue: %s: %s; those %d items are kept in %s for a person to look at",
+                  source, reason, chunk.n, aside.name.filename)
+        self._taken = self._next = chunk.first + chunk.n
+        self._save_position(reader)  # so that a crash now does not set the chunk aside twice
+
+    def _save_position(self, reader: ShardReader) -> None:
+        """Record the acknowledged position; a failure (disk full, a read-only file) is not fatal.
+
+        The position only bounds the duplicates after a crash: without it, items since the last
+        recorded position come again. Delivery goes on, which is what frees a full disk.
+        """
+        try:
+            reader.save_acked(self._taken)
+        except sqlite3.Error as exc:
+            if self._unsaved != reader.path:  # once per batch, not once per chunk
+                self._unsaved = reader.path
+                log.warning("turbo_queue: cannot record the acknowledged position in %s (%s); after a crash "
+                            "items since the last recorded one (%d) will be delivered again", reader.path, exc,
+                            reader.acked)
+
     def _quarantine(self, reason: str) -> None:
         """Set a batch that cannot be read aside as ``bad_`` and go on with the next."""
         batch = self._batch
@@ -264,15 +321,20 @@ class Dequeuer:
         if batch is None or reader is None:
             return
         self._batch, self._reader = None, None
-        if self._taken >= reader.count:
-            reader.close()
-            batch.remove(self.durable)
-        else:
+        try:
+            if self._taken >= reader.count:
+                reader.close()
+                batch.remove(self.durable)
+                return
             if self._taken != reader.acked:
-                reader.save_acked(self._taken)
+                self._save_position(reader)
             reader.close()
+            if _shard.has_journal(batch.path):  # a failed save left one (R1): recovery rolls it back in place
+                log.error("turbo_queue: %s has a journal beside it; left as chosen_ for recover()", batch.path)
+                return
             batch.move(_folder.READY, self.durable)
-        batch.release()
+        finally:
+            batch.release()  # whatever failed, never keep the lock: recover() then re-queues the file
 
     def _close_at_exit(self) -> None:
         self.close()

@@ -76,6 +76,7 @@ class Enqueuer:
         self._codec = get_codec(codec)
         self.codec = self._codec.name
         _platform.prepare_folder(self.folder, self.allow_network_fs)
+        _folder.require_writable(self.folder, "an Enqueuer")
         self._closed = False
         self._reset()
         _lifecycle.track(self)
@@ -273,6 +274,15 @@ class Enqueuer:
                 self._batch.remove()
             except OSError:
                 pass  # left for recovery, which finds its lock free and removes it
+            else:
+                # A failed commit (e.g. EIO deleting the journal) can leave the journal behind. Without
+                # its database it is litter that nothing else removes; with the database gone first,
+                # removing it can never separate a hot journal from its data (R1).
+                for suffix in ("-journal", "-wal", "-shm"):
+                    try:
+                        os.unlink(self._batch.path + suffix)
+                    except OSError:
+                        pass  # none: the usual case
             self._batch.release()
         self._batch, self._writer, self._pending = None, None, []
         self._batch_items, self._deadline = 0, None

@@ -87,13 +87,18 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
         report.refused.append(name)
         return
     if report.dry_run:
-        held = _platform.is_locked(path)
+        try:
+            held = _platform.is_locked(path)
+        except PermissionError:  # a file of another user that this one may not open: not ours to judge
+            report.refused.append(name)
+            return
         if held is not None:
             (report.live if held else report.requeued).append(name)
         return
     try:
         batch = _folder.take(folder, name, state, state)
-    except _folder.SymlinkRefused:  # it became a symlink since the look above
+    except _folder.EntryRefused as exc:  # a symlink since the look above, or a file we may not open
+        log.warning("turbo_queue: %s: %s; left as it is", path, exc.strerror)
         report.refused.append(name)
         return
     if batch is None:
@@ -101,10 +106,14 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
             report.live.append(name)
         return
     try:
+        if not os.access(batch.path, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+            # Another user's file that this one may not write (its umask left no group write):
+            # SQLite could not roll back a hot journal, and the file would look corrupt.
+            log.warning("turbo_queue: %s is not writable by this user; left for its owner's recover()", path)
+            report.refused.append(name)
+            return
         found = _shard.inspect(batch.path)
-        # A kill just after SQLite created its journal, before it wrote a byte of it, leaves an
-        # empty journal that SQLite ignores and never removes: it holds nothing to roll back.
-        _remove_empty_journal(batch.path)
+        _remove_ignored_journal(batch.path)
         if found.state == "newer":
             log.error("turbo_queue: %s; recovery left it as it is", found.detail)
             report.refused.append(name)
@@ -130,13 +139,26 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
         batch.release()
 
 
-def _remove_empty_journal(path: str) -> None:
+def _remove_ignored_journal(path: str) -> None:
+    """Remove a journal that SQLite ignores and never removes, once SQLite had its chance to roll back.
+
+    SQLite rolls back only a journal whose first byte is not zero. A kill just after it created
+    the journal leaves it empty; with synchronous on (durable=True) it writes the header's first
+    bytes only when it syncs the journal, before it changes any page of the database, so a kill
+    before that leaves a journal that starts with zeros. Either holds nothing to roll back, and
+    left beside the file it would keep the batch from ever being re-queued (R1).
+    """
     journal = path + "-journal"
     try:
-        if os.lstat(journal).st_size == 0:
-            os.unlink(journal)
-    except FileNotFoundError:
-        pass  # no journal: the usual case
+        fd = os.open(journal, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # no journal (the usual case), or not a file SQLite made
+    try:
+        ignored = stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 1) in (b"", b"\0")
+    finally:
+        os.close(fd)
+    if ignored:
+        os.unlink(journal)
 
 
 def _remove_orphaned_creating(folder: str, name: str, report: RecoveryReport) -> None:

@@ -1,0 +1,318 @@
+"""Fault injection, the short runs: every scenario of tools/chaos.py, plus the faults it found.
+
+Each ``test_scenario_*`` runs the quick profile of one chaos scenario (the same code that
+``python tools/chaos.py`` runs for long) and fails with the scenario's own findings: items lost,
+duplicated beyond the documented bound or never put, files that fail ``PRAGMA integrity_check``,
+violations the inotify witness saw (a ready_ file beside a journal, a batch with two names).
+The seed is printed; ``TURBO_QUEUE_CHAOS_SEED=<seed>`` replays a run.
+
+Some scenarios need strace, a tmpfs mount (root) or setpriv. Outside CI a missing one skips the
+test, saying how to get it; in CI (``CI=true``) it fails, so that a fault test never silently
+stops running. strace is installed from Debian's packages in CI when missing.
+
+The other tests pin down, one by one, the faults the chaos runs found and that are now fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from turbo_queue import BatchWriteError, Dequeuer, Enqueuer, recover
+from turbo_queue import _folder
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+sys.path.insert(0, TOOLS)
+import chaos  # noqa: E402
+
+IN_CI = os.environ.get("CI") == "true"
+DEADLINE = 60.0
+
+
+def unavailable(reason: str) -> None:
+    """A scenario cannot run here: fail in CI, skip elsewhere (saying how to fix it)."""
+    if IN_CI:
+        pytest.fail(f"this fault test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def seed() -> int:
+    value = int(os.environ.get("TURBO_QUEUE_CHAOS_SEED") or random.randrange(2**32))
+    print(f"TURBO_QUEUE_CHAOS_SEED={value}")
+    return value
+
+
+@pytest.mark.parametrize("name", list(chaos.SCENARIOS))
+def test_scenario(name, tmp_path, seed):
+    result = chaos.run_scenario(name, profile="quick", seed=seed, root=str(tmp_path))
+    if result.unavailable:
+        unavailable(result.unavailable)
+    print(chaos.table([result]))
+    for note in result.notes:
+        print("-", note)
+    assert result.runs > 0, "the scenario ran nothing"
+    assert result.ok, (
+        f"{result.scenario} (seed {seed}): lost {result.lost}, integrity failures {result.integrity_failures}, "
+        f"{result.failure_count} failed checks:\n" + "\n".join(result.failures)
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def run_python(code: str, *args: str, prefix=(), check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*prefix, sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
+                            text=True, timeout=DEADLINE)
+    if check and result.returncode != 0:
+        raise AssertionError(f"child exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 1 MB tmpfs (needs root), unmounted afterwards."""
+    try:
+        mount = chaos.Tmpfs(str(tmp_path), 1_000_000)
+    except chaos.Unavailable as exc:
+        unavailable(str(exc))
+    with mount:
+        yield mount.path
+
+
+def deliver_all(folder: str) -> list:
+    return chaos.drain(folder)
+
+
+# -- disk full --------------------------------------------------------------------------------------
+
+
+def test_a_roll_by_the_timer_that_fails_raises_at_the_next_call_and_the_queue_recovers(tmpfs):
+    folder = os.path.join(tmpfs, "q")
+    producer = Enqueuer(folder, max_batch_delay=0.01, chunk_size=1000)
+    try:
+        filler = chaos.fill_disk(tmpfs)
+        producer.put({"id": 0, "pad": "p" * 2000})  # the timer rolls it, and the commit finds no space
+        chaos.wait_for(lambda: producer.pending == 0, "the timer's roll")
+        with pytest.raises(BatchWriteError) as raised:
+            producer.put({"id": 1})
+        assert isinstance(raised.value, OSError) and raised.value.items == 1
+        assert "its 1 items were not handed over" in str(raised.value) and folder in str(raised.value)
+        assert chaos.groups(folder)["ready"] == [] or all(
+            chaos.integrity(os.path.join(folder, n)) == ["ok"] for n in chaos.groups(folder)["ready"])
+        leftovers = {k: v for k, v in chaos.groups(folder).items() if k in ("loading", "creating", "journal") and v}
+        assert not leftovers, f"a failed batch left {leftovers} behind"
+        os.unlink(filler)
+        producer.put({"id": "after"})
+        producer.flush()
+        assert {"id": "after"} in deliver_all(folder)
+    finally:
+        producer.close()
+
+
+def test_a_consumer_on_a_full_disk_hands_back_and_goes_on(tmpfs, caplog):
+    folder = os.path.join(tmpfs, "q")
+    with Enqueuer(folder, chunk_size=10) as producer:
+        producer.put_many([{"id": i} for i in range(300)])
+    filler = chaos.fill_disk(tmpfs)
+    consumer = Dequeuer(folder, ack_every=5, recover_every=3600)
+    got = [consumer.get(timeout=10)["id"] for _ in range(50)]  # positions cannot be recorded: no space
+    consumer.close()  # the hand-back must not raise, and must not keep the batch
+    (name,) = chaos.groups(folder)["ready"]
+    assert "cannot record the acknowledged position" in caplog.text
+    assert chaos.groups(folder)["chosen"] == []
+    got += [item["id"] for item in deliver_all(folder)]  # still on the full disk
+    assert set(got) == set(range(300)), "nothing may be lost"
+    assert len(got) <= 300 + 50, "only what the first consumer got may come twice"
+    os.unlink(filler)
+
+
+# -- fork ---------------------------------------------------------------------------------------------
+
+
+def test_a_forked_child_that_exits_does_not_roll_back_the_parents_batch(folder):
+    """The child inherits the parent's open SQLite transaction; freeing it at the child's exit
+    rolled the parent's transaction back in the parent's file and deleted its journal, so the
+    parent's next commit failed ("disk I/O error") and its batch was lost."""
+    run_python(
+        """
+        import os, sys
+        from turbo_queue import Enqueuer
+        producer = Enqueuer(sys.argv[1], max_batch_delay=3600)
+        producer.put_many([{"id": i} for i in range(250)])  # written into the file, not committed
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal exit: the interpreter frees everything it holds
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        producer.close()
+        """,
+        folder,
+    )
+    assert sorted(item["id"] for item in deliver_all(folder)) == list(range(250))
+
+
+# -- damaged files ----------------------------------------------------------------------------------
+
+
+def test_a_damaged_count_never_deletes_unread_items(folder):
+    name = chaos.write_batch(folder, list(range(300)), _folder.READY)
+    chaos.set_meta(os.path.join(folder, name), "count", 120)  # the file says 120, its chunks hold 300
+    assert deliver_all(folder) == []
+    assert chaos.groups(folder)["bad"] == [name.replace("ready_", "bad_")]
+
+
+def test_a_malformed_chunk_row_is_quarantined_not_raised(folder):
+    name = chaos.write_batch(folder, list(range(300)), _folder.READY)
+    conn = sqlite3.connect(os.path.join(folder, name), isolation_level=None)
+    conn.execute("UPDATE items SET n = 'x' WHERE first = 100")  # what a damaged page can read back as
+    conn.close()
+    got = deliver_all(folder)
+    assert [item["id"] for item in got] == list(range(100))
+    assert chaos.groups(folder)["bad"] == [name.replace("ready_", "bad_")]
+
+
+def test_a_journal_that_sqlite_ignores_does_not_keep_a_batch_from_recovery(folder):
+    """A durable consumer killed as it began to record its position: with synchronous on, SQLite
+    writes the journal's header with zeros first and its magic number only when it syncs the
+    journal, before it changes the database. SQLite ignores such a journal and never removes it;
+    recovery refused the batch for ever because of it."""
+    name = chaos.write_batch(folder, list(range(500)), _folder.CHOSEN, acked=100)
+    with open(os.path.join(folder, name + "-journal"), "wb") as f:
+        f.write(bytes(28) + os.urandom(4096))  # a header not yet synced, then page images
+    report = recover(folder)
+    assert report.requeued == [name], report
+    assert os.listdir(folder) == [name.replace("chosen_", "ready_")]
+    assert [item["id"] for item in deliver_all(folder)] == list(range(100, 500))
+
+
+# -- poison items -----------------------------------------------------------------------------------
+
+
+POISON_PRODUCER = """
+    import sys
+    from turbo_queue import Enqueuer
+
+    class OnlyHere:  # no consumer has this class
+        def __init__(self, i):
+            self.i = i
+
+        def __eq__(self, other):
+            return isinstance(other, OnlyHere) and other.i == self.i
+
+    folder = sys.argv[1]
+    with Enqueuer(folder, chunk_size=10, max_batch_delay=3600) as producer:
+        for i in range(100):
+            producer.put(OnlyHere(i) if i == 42 else {"id": i})
+    if len(sys.argv) > 2:  # read back the set-aside items, as a consumer that has the class would
+        from turbo_queue import Dequeuer
+        import queue
+        with Dequeuer(sys.argv[2]) as consumer:
+            got = []
+            try:
+                while True:
+                    got.append(consumer.get(timeout=0.5))
+            except queue.Empty:
+                pass
+        assert got == [{"id": i} for i in range(40, 42)] + [OnlyHere(42)] + [{"id": i} for i in range(43, 50)], got
+"""
+
+
+def test_an_undecodable_chunk_is_set_aside_and_the_rest_of_its_batch_delivered(folder, tmp_path, caplog):
+    run_python(POISON_PRODUCER, folder)
+    (batch,) = chaos.groups(folder)["ready"]
+    with caplog.at_level(logging.ERROR, logger="turbo_queue"):
+        got = [item["id"] for item in deliver_all(folder)]
+    assert got == list(range(40)) + list(range(50, 100)), "only the chunk with the poison item is kept back"
+    (bad,) = chaos.groups(folder)["bad"]
+    meta = chaos.raw_meta(os.path.join(folder, bad))
+    assert (meta["count"], meta["acked"], meta["set_aside_first"]) == (10, 0, 40)
+    assert _folder.parse_name(meta["set_aside_from"]).uid == _folder.parse_name(batch).uid
+    assert "Can't get attribute 'OnlyHere'" in meta["reason"] and bad in caplog.text
+    assert recover(folder).changed == 0 and deliver_all(folder) == [], "never delivered again"
+    # A person who fixed the consumer renames the bad_ file to ready_: its items are delivered.
+    retry = tmp_path / "retry"
+    retry.mkdir()
+    os.rename(os.path.join(folder, bad), str(retry / bad.replace("bad_", "ready_")))
+    run_python(POISON_PRODUCER, str(tmp_path / "unused"), str(retry))
+
+
+# -- permissions --------------------------------------------------------------------------------------
+
+
+def test_a_folder_this_user_cannot_write_is_refused_at_construction(tmp_path):
+    try:
+        prefix = chaos.without_dac_override()
+    except chaos.Unavailable as exc:
+        unavailable(str(exc))
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(folder, 0o555)
+    result = run_python(
+        """
+        import sys
+        from turbo_queue import Enqueuer
+        Enqueuer(sys.argv[1])
+        """,
+        str(folder), prefix=prefix, check=False,
+    )
+    assert result.returncode == 1
+    assert "PermissionError: [Errno 13] an Enqueuer cannot create or rename files in the queue folder" in result.stderr
+    assert "umask 002" in result.stderr and str(folder) in result.stderr
+
+
+def test_files_and_folders_follow_the_umask(tmp_path):
+    for umask in (0o002, 0o022, 0o077):
+        folder = tmp_path / f"umask{umask:03o}"
+        old = os.umask(umask)
+        try:
+            with Enqueuer(folder) as producer:
+                producer.put(1)
+        finally:
+            os.umask(old)
+        (name,) = chaos.groups(str(folder))["ready"]
+        assert oct(os.stat(folder).st_mode & 0o777) == oct(0o775 & ~umask)
+        assert oct(os.stat(folder / name).st_mode & 0o777) == oct(0o664 & ~umask)
+
+
+# -- foreign entries --------------------------------------------------------------------------------
+
+
+def test_a_batch_file_of_another_user_that_cannot_be_read_is_left_alone(tmp_path):
+    try:
+        prefix = chaos.without_dac_override()
+    except chaos.Unavailable as exc:
+        unavailable(str(exc))
+    folder = tmp_path / "q"
+    folder.mkdir()
+    os.chmod(tmp_path, 0o755)
+    names = [chaos.write_batch(str(folder), [-1], state) for state in ("ready", "loading", "chosen")]
+    for name in names:
+        os.chmod(folder / name, 0)
+    chaos.write_batch(str(folder), [1, 2, 3], "ready")
+    result = run_python(
+        """
+        import json, sys
+        from turbo_queue import Dequeuer, recover
+        reports = [recover(sys.argv[1], dry_run=True).as_dict(), recover(sys.argv[1]).as_dict()]
+        with Dequeuer(sys.argv[1]) as consumer:
+            got = consumer.get_many(10, timeout=5)
+        print(json.dumps({"reports": reports, "got": got}))
+        """,
+        str(folder), prefix=prefix,
+    )
+    out = json.loads(result.stdout)
+    assert [item["id"] for item in out["got"]] == [1, 2, 3]
+    for report in out["reports"]:
+        assert sorted(report["refused"]) == sorted(n for n in names if not n.startswith("ready_")), report
+    assert sorted(n for n in os.listdir(folder)) == sorted(names)
+    assert "cannot open it (Permission denied)" in result.stderr

@@ -16,6 +16,7 @@ import mmap
 import os
 import threading
 import uuid
+import weakref
 from typing import Dict, List, Tuple
 
 from . import _platform
@@ -27,7 +28,7 @@ FOLDER = ".counters"
 
 
 class Counters:
-    """This process's counters for one queue folder."""
+    """One process's counters for one queue folder (each Queue object has its own)."""
 
     def __init__(self, folder: str) -> None:
         where = os.path.join(folder, FOLDER)
@@ -42,13 +43,16 @@ class Counters:
             os.close(fd)
             raise
         self._fd = fd
-        self._view = memoryview(self._map).cast("q")
+        #: The counters as int64s: PUT, GOT, DONE. Each slot has one writer in this process
+        #: (the Enqueuer under its lock, the Dequeuer under its lock, ``add`` for DONE).
+        self.view = memoryview(self._map).cast("q")
         self._lock = threading.Lock()
         self.path = path
+        _open.add(self)
 
     def add(self, slot: int, n: int = 1) -> None:
         with self._lock:
-            self._view[slot] += n
+            self.view[slot] += n
 
 
 class Totals:
@@ -96,28 +100,15 @@ class Totals:
         return view
 
 
-_mine: Dict[str, Counters] = {}
-_mine_lock = threading.Lock()
-
-
-def mine(folder: str) -> Counters:
-    """This process's counters for ``folder`` (created on first use, anew in a forked child)."""
-    found = _mine.get(folder)
-    if found is None:
-        with _mine_lock:
-            found = _mine.get(folder)
-            if found is None:
-                found = _mine[folder] = Counters(folder)
-    return found
+_open: "weakref.WeakSet[Counters]" = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    # The child must not add to its parent's counters; the parent's mappings stay untouched.
-    global _mine_lock
-    for inherited in _mine.values():
-        os.close(inherited._fd)  # the parent's flock stays with the parent
-    _mine.clear()
-    _mine_lock = threading.Lock()
+    # A forked child must not keep its parent's counter files locked (the parent's flock would
+    # outlive the parent); it makes counters of its own. The parent's mappings stay untouched.
+    for inherited in list(_open):
+        os.close(inherited._fd)
+    _open.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any, Deque, Iterator, List, Optional, Set, Union
 
 from . import _folder, _lifecycle, _platform, _shard, _watch
+from ._counters import GOT, Counters
 from ._errors import ShardFormatError
 from ._shard import Chunk, ShardReader, ShardWriter
 from .producer import _positive_int, _positive_number, check_timeout
@@ -44,8 +45,10 @@ class Dequeuer:
         recover_every: float = 30.0,
         durable: bool = False,
         allow_network_fs: bool = False,
+        counters: Optional[Counters] = None,
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
+        self._counters = counters  # where Queue counts items at get() time
         self.ack_every = _positive_int("ack_every", ack_every)
         self.recover_every = _positive_number("recover_every", recover_every)
         self.durable = bool(durable)
@@ -57,6 +60,7 @@ class Dequeuer:
         _lifecycle.track(self)
 
     def _reset(self) -> None:
+        self._counts = None if self._counters is None else self._counters.view
         self._lock = threading.Lock()
         self._items: Deque[Any] = deque()  # decoded items not yet returned
         self._batch: Optional[_folder.Batch] = None
@@ -73,11 +77,11 @@ class Dequeuer:
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """The next item; ``queue.Empty`` if none comes (at once, or within ``timeout`` seconds)."""
         with self._lock:
-            if self._items and timeout is None:
-                self._taken += 1
-                return self._items.popleft()
-            self._fill(block, timeout)
+            if not self._items or timeout is not None:
+                self._fill(block, timeout)
             self._taken += 1
+            if self._counts is not None:
+                self._counts[GOT] += 1
             return self._items.popleft()
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
@@ -97,6 +101,8 @@ class Dequeuer:
                 popleft = items.popleft
                 out = [popleft() for _ in range(max_items)]
             self._taken += len(out)
+            if self._counts is not None:
+                self._counts[GOT] += len(out)
             return out
 
     def __iter__(self) -> Iterator[Any]:
@@ -344,4 +350,5 @@ class Dequeuer:
             _lifecycle.keep_inherited(self._reader.forget())
         if self._batch is not None:
             self._batch.release()
+        self._counters = None  # the parent's: a child counts in counters of its own
         self._reset()

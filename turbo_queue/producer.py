@@ -12,6 +12,7 @@ from typing import Any, Iterable, List, Optional, Union
 
 from . import _folder, _lifecycle, _platform, _watch
 from ._codecs import get_codec
+from ._counters import PUT, Counters
 from ._errors import BatchWriteError
 from ._shard import ShardWriter
 
@@ -63,8 +64,10 @@ class Enqueuer:
         max_ready_files: Optional[int] = None,
         durable: bool = False,
         allow_network_fs: bool = False,
+        counters: Optional[Counters] = None,
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
+        self._counters = counters  # where Queue counts items at put() time
         self.check_settings(batch_size=batch_size, max_batch_delay=max_batch_delay, chunk_size=chunk_size,
                             codec=codec, max_ready_files=max_ready_files)
         self.batch_size = batch_size
@@ -95,6 +98,7 @@ class Enqueuer:
             _positive_int("max_ready_files", max_ready_files)
 
     def _reset(self) -> None:
+        self._counts = None if self._counters is None else self._counters.view
         self._cond = threading.Condition(threading.Lock())
         self._encode = self._codec.encode
         self._pending: List[bytes] = []  # encoded items not yet written to the batch file
@@ -117,6 +121,8 @@ class Enqueuer:
                 self._wait_for_room(block, timeout)
             self._pending.append(data)
             self._batch_items += 1
+            if self._counts is not None:
+                self._counts[PUT] += 1
             if self._batch_items == 1:
                 self._start_clock()
             if len(self._pending) >= self.chunk_size:
@@ -144,6 +150,8 @@ class Enqueuer:
             for n, data in chunks:
                 self._write(n, data)
                 self._batch_items += n
+                if self._counts is not None:
+                    self._counts[PUT] += n
                 if self._batch_items == n:
                     self._start_clock()
                 if self._batch_items >= self.batch_size:
@@ -264,6 +272,8 @@ class Enqueuer:
         """Drop the batch that hit an I/O error; nothing of it is published."""
         lost = self._batch_items + len(self._pending)
         path = self._batch.path if self._batch else self.folder
+        if self._counts is not None:
+            self._counts[PUT] -= self._batch_items  # they never reach the queue
         if self._writer is not None:
             try:
                 self._writer.abandon()
@@ -347,4 +357,5 @@ class Enqueuer:
             _lifecycle.keep_inherited(self._writer.forget())
         if self._batch is not None:
             self._batch.release()
+        self._counters = None  # the parent's: a child counts in counters of its own
         self._reset()

@@ -16,7 +16,7 @@ from queue import Empty, Full
 from typing import Any, Iterable, List, Optional, Union
 
 from . import _counters, _lifecycle, _platform
-from ._counters import DONE, GOT, PUT
+from ._counters import DONE
 from .consumer import Dequeuer
 from .producer import Enqueuer, check_timeout
 
@@ -77,6 +77,7 @@ class Queue:
         self._lock = threading.Lock()
         self._enqueuer: Optional[Enqueuer] = None
         self._dequeuer: Optional[Dequeuer] = None
+        self._counters: Optional[_counters.Counters] = None  # this object's, in this process
         self._totals = _counters.Totals(self.path)
         if not self._temporary:
             _platform.prepare_folder(self.path, self._settings["allow_network_fs"])
@@ -107,8 +108,7 @@ class Queue:
         if self.maxsize:
             self._put_bounded(enqueuer, [obj], block, timeout)
         else:
-            enqueuer.put(obj)
-            _counters.mine(self.path).add(PUT)
+            enqueuer.put(obj)  # counts it
 
     def put_nowait(self, obj: Any) -> None:
         self.put(obj, False)
@@ -123,7 +123,6 @@ class Queue:
             self._put_bounded(enqueuer, items, block, timeout)
         else:
             enqueuer.put_many(items)
-            _counters.mine(self.path).add(PUT, len(items))
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Remove and return an item; ``queue.Empty`` if none comes in time."""
@@ -131,13 +130,11 @@ class Queue:
             raise ValueError(f"Queue {self!r} is closed")
         dequeuer = self._dequeuer or self._open_dequeuer()
         try:
-            item = dequeuer.get(False)
+            return dequeuer.get(False)  # counts it
         except Empty:
             check_timeout(timeout if block else None)
             self._flush_own()
-            item = dequeuer.get(block, timeout)
-        _counters.mine(self.path).add(GOT)
-        return item
+            return dequeuer.get(block, timeout)
 
     def get_nowait(self) -> Any:
         return self.get(False)
@@ -148,13 +145,11 @@ class Queue:
             raise ValueError(f"Queue {self!r} is closed")
         dequeuer = self._dequeuer or self._open_dequeuer()
         try:
-            items = dequeuer.get_many(max_items, False)
+            return dequeuer.get_many(max_items, False)
         except Empty:
             check_timeout(timeout if block else None)
             self._flush_own()
-            items = dequeuer.get_many(max_items, block, timeout)
-        _counters.mine(self.path).add(GOT, len(items))
-        return items
+            return dequeuer.get_many(max_items, block, timeout)
 
     def qsize(self) -> int:
         """Items put and not yet got, over every process that uses the queue (approximate after a crash)."""
@@ -205,17 +200,23 @@ class Queue:
 
     # -- inside --------------------------------------------------------------------------------
 
+    def _own_counters(self) -> _counters.Counters:
+        if self._counters is None:
+            self._counters = _counters.Counters(self.path)
+        return self._counters
+
     def _open_enqueuer(self) -> Enqueuer:
         with self._lock:
             if self._enqueuer is None:
-                self._enqueuer = Enqueuer(self.path, **self._settings)
+                self._enqueuer = Enqueuer(self.path, counters=self._own_counters(), **self._settings)
             return self._enqueuer
 
     def _open_dequeuer(self) -> Dequeuer:
         with self._lock:
             if self._dequeuer is None:
                 self._dequeuer = Dequeuer(self.path, ack_every=self._ack_every, durable=self._settings["durable"],
-                                          allow_network_fs=self._settings["allow_network_fs"])
+                                          allow_network_fs=self._settings["allow_network_fs"],
+                                          counters=self._own_counters())
             return self._dequeuer
 
     def _flush_own(self) -> None:
@@ -236,10 +237,9 @@ class Queue:
                 put, got, _ = self._totals.read()
                 if put - got + n <= self.maxsize:
                     if n == 1:
-                        enqueuer.put(items[0])
+                        enqueuer.put(items[0])  # counts it
                     else:
                         enqueuer.put_many(items)
-                    _counters.mine(self.path).add(PUT, n)
                     return
             if not block or (deadline is not None and time.monotonic() >= deadline):
                 raise Full
@@ -258,6 +258,7 @@ class Queue:
         self._lock = threading.Lock()
         self._enqueuer = None
         self._dequeuer = None
+        self._counters = None  # the parent's: this process gets counters of its own
 
 
 class _FolderLock:
@@ -284,7 +285,7 @@ class JoinableQueue(Queue):
             put, _, done = self._totals.read()
             if done >= put:
                 raise ValueError("task_done() called too many times")
-            _counters.mine(self.path).add(DONE)
+            self._own_counters().add(DONE)
 
     def join(self) -> None:
         """Wait until every item put has been marked done with ``task_done()``."""

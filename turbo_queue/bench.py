@@ -48,6 +48,7 @@ class Contender(ABC):
 
     name = ""
     batched = False
+    on_disk = False  # runs in the --disk folder: fsync means nothing on tmpfs
     needs: Tuple[str, ...] = ()
 
     @abstractmethod
@@ -113,8 +114,9 @@ class TurboQueueMany(TurboQueue):
 
 
 class TurboQueueManyDurable(TurboQueueMany):
-    name = "turbo_queue.Queue, put_many/get_many, durable"
+    name = "turbo_queue.Queue, put_many/get_many, durable (disk)"
     durable = True
+    on_disk = True
 
 
 class FasterFifo(Contender):
@@ -188,7 +190,7 @@ CONTENDERS: Dict[str, Contender] = {
 SHORT = {
     "mp": "multiprocessing.Queue", "mp-lists": "multiprocessing.Queue, lists of 100",
     "turbo": "turbo_queue.Queue", "turbo-many": "turbo_queue.Queue, put_many/get_many",
-    "turbo-durable": "turbo_queue.Queue, put_many/get_many, durable",
+    "turbo-durable": "turbo_queue.Queue, put_many/get_many, durable (disk)",
     "fifo": "faster-fifo", "fifo-lists": "faster-fifo, lists of 100",
     "zmq": "pyzmq PUSH/PULL", "zmq-lists": "pyzmq PUSH/PULL, lists of 100",
 }
@@ -300,11 +302,16 @@ def _runner(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, tmp: str) -> Dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "turbo_queue.bench", "_run", name, str(producers), str(consumers), str(items), tmp],
-        capture_output=True, text=True, timeout=1800,
-    )
+def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, tmp: str,
+                         timeout: float = 300) -> Optional[Dict[str, Any]]:
+    """The row of one run, or None if it did not finish within ``timeout`` seconds."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "turbo_queue.bench", "_run", name, str(producers), str(consumers), str(items), tmp],
+            capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None
     if out.returncode != 0:
         raise RuntimeError(f"{name} P={producers} C={consumers} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -569,6 +576,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tmp", default="/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
                    help="where queue folders go (default /dev/shm)")
     p.add_argument("--extras", action="store_true", help="also latency, idle CPU, floor and the taskito shape")
+    p.add_argument("--disk", default=tempfile.gettempdir(),
+                   help="where the durable contender's folders go (default the temp dir, on disk)")
     p.add_argument("--backlog", type=int, default=0, help="also the backlog run with this many items (e.g. 5000000)")
     p.add_argument("--backlog-folder", default=tempfile.gettempdir(), help="disk folder for the backlog run")
     p.add_argument("--chart", default="", help="write a PNG chart here (needs matplotlib)")
@@ -595,6 +604,7 @@ def run(args: argparse.Namespace) -> int:
     skipped = [name for name in chosen if name not in contenders]
     sweep = [int(x) for x in args.sweep.split(",")]
     rows: List[Dict[str, Any]] = []
+    timeouts: List[str] = []
     print(f"# turbo_queue bench: {args.items:,} items per row, P = C in {sweep}, {os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}", flush=True)
     if skipped:
@@ -602,7 +612,12 @@ def run(args: argparse.Namespace) -> int:
     for p in sweep:
         for _ in range(args.rounds):
             for name in contenders:  # taking turns: noise hits every contender alike
-                row = run_in_fresh_process(name, p, p, args.items, args.tmp)
+                where = args.disk if CONTENDERS[name].on_disk else args.tmp
+                row = run_in_fresh_process(name, p, p, args.items, where)
+                if row is None:
+                    print(f"  P=C={p} {name}: did not finish in time", file=sys.stderr, flush=True)
+                    timeouts.append(f"P=C={p} {name}")
+                    continue
                 rows.append(row)
                 print(f"  P=C={p} {name}: {row['items_per_s']:,.0f} items/s, {row['cpu_us_per_item']:.2f} us/item, "
                       f"lost {row['lost']}, duplicated {row['duplicated']}", file=sys.stderr, flush=True)
@@ -611,10 +626,13 @@ def run(args: argparse.Namespace) -> int:
         for name in contenders:
             same = [r for r in rows if r["producers"] == p and r["contender"] == name]
             same.sort(key=lambda r: r["items_per_s"])
-            medians.append(same[len(same) // 2])
+            if same:
+                medians.append(same[len(same) // 2])
     print()
     print(table(medians))
-    results: Dict[str, Any] = {"rows": rows, "medians": medians}
+    results: Dict[str, Any] = {"rows": rows, "medians": medians, "timeouts": timeouts}
+    if timeouts:
+        print(f"\ndid not finish in time: {', '.join(timeouts)}")
     failed = any(r["lost"] for r in rows)
     if args.extras:
         results["floor"] = f = floor(min(args.items, 100_000))

@@ -14,7 +14,7 @@ import tempfile
 import time
 from typing import List, Optional
 
-from . import _platform, __version__
+from . import _folder, _platform, __version__
 from .consumer import Dequeuer
 from .producer import Enqueuer
 from .recovery import recover
@@ -53,6 +53,12 @@ def _consume(folder: str, total: int, received, results) -> None:  # type: ignor
 
 def demo(args: argparse.Namespace) -> int:
     owned = args.folder is None
+    if not owned and os.path.isdir(args.folder):
+        held = [name for name in os.listdir(args.folder) if _folder.parse_name(name) is not None]
+        if held:
+            print(f"turbo-queue demo: {args.folder} already holds batches ({held[0]}, ...); "
+                  f"the demo needs an empty or new folder", file=sys.stderr)
+            return 2
     folder = args.folder or tempfile.mkdtemp(prefix="turbo_queue-demo-", dir=_platform.fast_temp_root())
     total, producers, consumers = args.items, args.producers, args.consumers
     print(f"turbo_queue demo: {producers} producer(s) -> {folder} -> {consumers} consumer(s), {total:,} items")
@@ -70,11 +76,23 @@ def demo(args: argparse.Namespace) -> int:
     try:
         for worker in workers:
             worker.start()
-        seen = [results.get() for _ in range(consumers)]
+        seen: List[bytes] = []
+        while len(seen) < consumers:
+            try:
+                seen.append(results.get(timeout=0.5))
+            except queue.Empty:
+                failed = [w for w in workers if w.exitcode not in (None, 0)]
+                if failed:
+                    print(f"turbo-queue demo: a worker process failed (exit code {failed[0].exitcode})",
+                          file=sys.stderr)
+                    return 1
         elapsed = time.perf_counter() - started
         for worker in workers:
             worker.join()
     finally:
+        for worker in workers:
+            if worker.is_alive() and worker.exitcode is None and len(seen) < consumers:
+                worker.terminate()
         if owned:
             shutil.rmtree(folder, ignore_errors=True)
     counts = [sum(column) for column in zip(*seen)] if total else []
@@ -134,8 +152,110 @@ def add_recover_command(commands: "argparse._SubParsersAction", common: argparse
     p.set_defaults(run=recover_command)
 
 
+def add_monitor_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    from . import monitor
+
+    p = commands.add_parser(
+        "monitor", parents=[common], help="a live view of queue folders: files, backlog, rates, orphans",
+        formatter_class=monitor.HelpFormatter,
+        description="A live terminal view of each queue: its loading_/ready_/chosen_/bad_ files, the backlog in "
+                    "items, the age of the oldest ready batch, batches and items per second published and "
+                    "consumed (with a sparkline of the last seconds), which files belong to live processes and "
+                    "which are orphaned, waiting for recovery. It is driven by filesystem events and only "
+                    "reads: it takes no lock and renames nothing. A folder that does not exist yet is waited "
+                    "for. Keys: q quits, l shows or hides the ls -C listing; Ctrl-C quits too (exit 130).",
+        epilog="examples:\n"
+               "  turbo-queue monitor /var/queues/events\n"
+               "  turbo-queue monitor /var/queues/in /var/queues/out --ls\n"
+               "  turbo-queue monitor /var/queues/events --once              one look, for scripts\n"
+               "  turbo-queue monitor /var/queues/events --once --sample 5   ...with rates over 5 s\n\n"
+               + monitor.EXIT_CODES_HELP,
+    )
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s) to watch")
+    p.add_argument("--ls", action="store_true", help="also show the folder as `ls -C` does")
+    p.add_argument("--once", action="store_true", help="print one picture and exit (no terminal needed)")
+    p.add_argument("--sample", type=monitor.seconds, default=0.0, metavar="SECONDS",
+                   help="with --once: watch this long first, to measure the rates (default 0: no rates)")
+    p.set_defaults(run=monitor.monitor_command)
+
+
+def add_stats_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    from . import monitor
+
+    p = commands.add_parser(
+        "stats", parents=[common], help="the figures of queue folders once, as text, JSON or Prometheus",
+        formatter_class=monitor.HelpFormatter,
+        description="One look at each queue folder: files by state, backlog in items, age of the oldest ready "
+                    "batch, live and orphaned files. With --sample it watches the folders first and adds what "
+                    "was published and consumed meanwhile. --json prints a document whose schema is described "
+                    "in the README (its \"schema\" key is its version); --prometheus prints the Prometheus text "
+                    "format. Only reads: takes no lock, renames nothing.",
+        epilog="examples:\n"
+               "  turbo-queue stats /var/queues/events\n"
+               "  turbo-queue stats /var/queues/in /var/queues/out --json | jq '.queues[].backlog_items'\n"
+               "  turbo-queue stats /var/queues/events --json --sample 10      with rates over 10 s\n"
+               "  turbo-queue stats /var/queues/events --prometheus > /var/lib/node_exporter/turbo_queue.prom\n\n"
+               + monitor.EXIT_CODES_HELP,
+    )
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s)")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON document (see the README for its schema)")
+    output.add_argument("--prometheus", action="store_true", help="print the Prometheus text exposition format")
+    p.add_argument("--sample", type=monitor.seconds, default=0.0, metavar="SECONDS",
+                   help="watch the folders this long first, to count what is published and consumed (default 0)")
+    p.set_defaults(run=monitor.stats_command)
+
+
+def add_exporter_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    from . import monitor
+
+    p = commands.add_parser(
+        "exporter", parents=[common], help="serve the figures of queue folders to Prometheus over HTTP",
+        formatter_class=monitor.HelpFormatter,
+        description="Serves the figures of each queue at http://HOST:PORT/metrics in the Prometheus text "
+                    "format, one `queue` label per folder, kept up to date from filesystem events; the "
+                    "*_total counters count from when the exporter started. It listens on 127.0.0.1 (this "
+                    "machine only) unless told otherwise. A folder that does not exist yet is reported as "
+                    "turbo_queue_folder_exists 0 until it appears. Stops on Ctrl-C (exit 130) or SIGTERM "
+                    "(exit 0).",
+        epilog="examples:\n"
+               "  turbo-queue exporter /var/queues/events\n"
+               "  turbo-queue exporter /var/queues/in /var/queues/out --listen 127.0.0.1:9464\n"
+               "  turbo-queue exporter /var/queues/events --listen 0.0.0.0:9464    every interface\n"
+               "  curl -s http://127.0.0.1:9464/metrics\n\n"
+               + monitor.EXIT_CODES_HELP,
+    )
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s) to serve")
+    p.add_argument("--listen", default="127.0.0.1:9464", metavar="HOST:PORT",
+                   help="address to listen on (default 127.0.0.1:9464; [::1]:PORT for IPv6; port 0: any free port)")
+    p.set_defaults(run=monitor.exporter_command)
+
+
+def add_peek_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    from . import monitor
+
+    p = commands.add_parser(
+        "peek", parents=[common], help="show the first items of a batch without taking them",
+        formatter_class=monitor.HelpFormatter,
+        description="Shows the first unacknowledged items of a batch file, decoded with the codec recorded in "
+                    "it, without consuming or changing anything (no lock is taken). Given a queue folder, it "
+                    "shows the batch a consumer would take next: the oldest ready_ one. A loading_ file is "
+                    "refused: its producer is still writing it. Decoding a pickle batch runs pickle, which can "
+                    "run code: peek only at folders you trust, as you would consume them.",
+        epilog="examples:\n"
+               "  turbo-queue peek /var/queues/events                 the next batch in line\n"
+               "  turbo-queue peek /var/queues/events/bad_1732400000_0b6c9a4e-5d2f-4c1e-9a8b-3f1d2e4c5b6a.db -n 3\n"
+               "  turbo-queue peek /var/queues/events -n 100 --json\n\n"
+               + monitor.EXIT_CODES_HELP,
+    )
+    p.add_argument("target", metavar="FILE_OR_FOLDER", help="a batch file, or a queue folder")
+    p.add_argument("-n", type=_positive, default=10, metavar="N", help="how many items to show (default 10)")
+    p.add_argument("--json", action="store_true", help="print a JSON document (items that JSON cannot hold as their repr)")
+    p.set_defaults(run=monitor.peek_command)
+
+
 #: Each adds one subcommand; a new command is a function here and a line in this list.
-COMMANDS = [add_demo_command, add_recover_command]
+COMMANDS = [add_demo_command, add_recover_command, add_monitor_command, add_stats_command, add_exporter_command, add_peek_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

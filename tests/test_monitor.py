@@ -1,0 +1,383 @@
+"""The monitor's reading of a queue folder, in-process: real folders, real producer and consumer
+processes, real /proc/locks, real SQLite files. The commands themselves are run as programs in
+test_monitor_cli.py."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from typing import Callable, List
+
+import pytest
+
+from turbo_queue import Dequeuer, Enqueuer, monitor
+from turbo_queue._shard import ShardReader
+
+from .conftest import listing
+
+DEADLINE = 60.0
+
+# A producer that holds a loading_ file: 100 items written into it, 50 more in memory.
+PRODUCER = """
+    import sys, turbo_queue
+    enqueuer = turbo_queue.Enqueuer(sys.argv[1], max_batch_delay=3600)
+    enqueuer.put_many(list(range(150)))
+    print("holding", flush=True)
+    sys.stdin.readline()
+    enqueuer.close()
+"""
+
+# A consumer that claims the oldest batch and takes 21 items one by one: its position (20) is in
+# the file, since it records it every 10 items when it reads the next chunk.
+CONSUMER = """
+    import sys, turbo_queue
+    dequeuer = turbo_queue.Dequeuer(sys.argv[1], ack_every=10)
+    for _ in range(21):
+        dequeuer.get(timeout=30)
+    print("holding", flush=True)
+    sys.stdin.readline()
+    dequeuer.close()
+"""
+
+
+class Child:
+    """A helper program that prints one line once it holds its file, then waits on stdin."""
+
+    def __init__(self, code: str, folder: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), folder], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if line.strip() != "holding":
+            self.proc.kill()
+            raise AssertionError(f"child failed: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=DEADLINE)
+        self.close_pipes()
+
+    def finish(self) -> int:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        code = self.proc.wait(timeout=DEADLINE)
+        self.close_pipes()
+        return code
+
+    def close_pipes(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+
+@pytest.fixture
+def children():
+    started: List[Child] = []
+
+    def start(code: str, folder: str) -> Child:
+        child = Child(code, folder)
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        if child.proc.poll() is None:
+            child.kill()
+
+
+def publish(folder: str, *sizes: int, codec: str = "pickle", start: int = 0) -> List[str]:
+    """Hand over one batch of each size (items numbered on from ``start``); their ready_ names."""
+    before = set(listing(folder)["ready"])
+    with Enqueuer(folder, max_batch_delay=3600, chunk_size=10, codec=codec) as enqueuer:
+        for size in sizes:
+            enqueuer.put_many(list(range(start, start + size)))
+            enqueuer.flush()
+            start += size
+    return [name for name in listing(folder)["ready"] if name not in before]
+
+
+def drain(folder: str) -> list:
+    out: list = []
+    with Dequeuer(folder) as dequeuer:
+        while True:
+            try:
+                out += dequeuer.get_many(1000, timeout=0.5)
+            except queue.Empty:
+                return out
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def fingerprint(folder: str) -> dict:
+    """Every file with its bytes, inode, mtime and ctime: anything that touched them shows."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        info = os.lstat(path)
+        with open(path, "rb") as f:
+            out[name] = (f.read(), info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+    return out
+
+
+# -- the figures of a folder, against what the test did ----------------------------------------------
+
+
+def test_snapshot_counts_files_backlog_live_and_orphaned(folder, children):
+    # A consumer that dies holding a 5-item batch (killed only once the live consumer below has
+    # claimed its batch: a consumer's first claim runs recovery, which would take the orphan back).
+    publish(folder, 5)
+    dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder)
+    (orphan_chosen,) = listing(folder)["chosen"]
+    # A live consumer holding a 40-item batch, 20 of them acknowledged in the file.
+    publish(folder, 40)
+    consumer = children(CONSUMER, folder)
+    live_chosen = [name for name in listing(folder)["chosen"] if name != orphan_chosen]
+    dead_consumer.kill()
+    # Two ready batches, a live producer and a dead one, a bad_ file and a foreign file.
+    waiting = publish(folder, 20, 30)
+    producer = children(PRODUCER, folder)
+    (live_loading,) = listing(folder)["loading"]
+    dead_producer = children(PRODUCER, folder)
+    (dead_loading,) = [name for name in listing(folder)["loading"] if name != live_loading]
+    dead_producer.kill()
+    bad = f"bad_{int(time.time())}_{uuid.uuid4()}.db"
+    with open(os.path.join(folder, bad), "w") as f:
+        f.write("kept for a person to look at")
+    with open(os.path.join(folder, "notes.txt"), "w") as f:
+        f.write("not the protocol's")
+    before = fingerprint(folder)
+
+    figures = monitor.snapshot(folder, names=True)
+
+    assert figures.exists and figures.error is None
+    assert figures.files == {"loading": 2, "ready": 2, "chosen": 2, "bad": 1}
+    assert figures.backlog_items == 5 + (40 - 20) + 20 + 30
+    assert figures.uncounted_batches == 0 and figures.problems == []
+    assert figures.live == {live_loading: producer.pid, live_chosen[0]: consumer.pid}
+    assert figures.orphaned == sorted([orphan_chosen, dead_loading])
+    assert figures.oldest_ready_epoch == min(int(name.split("_")[1]) for name in waiting)
+    assert figures.oldest_ready_age == pytest.approx(figures.time - figures.oldest_ready_epoch)
+    assert figures.names == sorted(name for name in os.listdir(folder))
+    assert figures.published is None and figures.consumed is None  # one look measures no rate
+    assert fingerprint(folder) == before  # read only: nothing renamed, written or touched
+
+    # The processes go on undisturbed, and with recovery every item arrives.
+    assert producer.finish() == 0 and consumer.finish() == 0
+    from turbo_queue import recover
+    recover(folder)
+    items = drain(folder)
+    # The orphan comes back whole (its consumer acknowledged nothing); the live consumer had
+    # acknowledged 21 of its 40 when it closed.
+    expected = list(range(5)) + list(range(21, 40)) + list(range(20)) + list(range(20, 50)) + list(range(150))
+    assert sorted(items) == sorted(expected)
+
+
+def test_snapshot_of_a_missing_folder_a_file_and_an_empty_folder(tmp_path, folder):
+    gone = monitor.snapshot(str(tmp_path / "nope"))
+    assert not gone.exists and gone.error == "no such folder"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert monitor.snapshot(str(a_file)).error == "not a folder"
+    empty = monitor.snapshot(folder)
+    assert empty.exists and empty.files == {"loading": 0, "ready": 0, "chosen": 0, "bad": 0}
+    assert empty.backlog_items == 0 and empty.oldest_ready_epoch is None and empty.oldest_ready_age is None
+    assert empty.live == {} and empty.orphaned == []
+
+
+def test_a_file_named_like_a_batch_that_is_not_one_is_reported_not_counted(folder):
+    (real,) = publish(folder, 7)
+    fake = f"ready_{int(time.time())}_{uuid.uuid4()}.db"
+    with open(os.path.join(folder, fake), "w") as f:
+        f.write("this is not SQLite")
+    figures = monitor.snapshot(folder)
+    assert figures.files["ready"] == 2
+    assert figures.backlog_items == 7 and figures.uncounted_batches == 1
+    assert len(figures.problems) == 1 and figures.problems[0].startswith(f"{fake}: not a turbo_queue batch file")
+
+
+def test_reading_takes_no_lock_so_a_consumer_can_always_write_its_position(folder):
+    """A plain read-only SQLite connection holds a shared lock while it reads: a consumer that
+    records its position then waits for it (up to its busy timeout, 5 s) and then fails with
+    "database is locked". The monitor's connection takes no lock: the consumer's own write goes
+    through at once while the monitor is mid-read (were a lock held, this single thread would
+    wait 5 s and fail)."""
+    (name,) = publish(folder, 50)
+    path = os.path.join(folder, name)
+    consumer = ShardReader(path)  # what a Dequeuer holds
+    try:
+        reader = monitor._connect_read_only(path)
+        cursor = reader.execute("SELECT first, n, data FROM items")
+        cursor.fetchone()  # a read in progress
+        consumer.save_acked(7)
+        cursor.close()
+        reader.close()
+        plain = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        cursor = plain.execute("SELECT first, n, data FROM items")
+        cursor.fetchone()
+        impatient = sqlite3.connect(path, isolation_level=None, timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):  # what the monitor avoids
+            impatient.execute("UPDATE meta SET value = 8 WHERE key = 'acked'")
+        impatient.close()
+        cursor.close()
+        plain.close()
+    finally:
+        consumer.close()
+    assert monitor.read_meta(path)["acked"] == 7
+
+
+def test_read_items_starts_at_the_acknowledged_position_and_decodes_with_the_files_codec(folder):
+    (name,) = publish(folder, 25, codec="json", start=100)
+    path = os.path.join(folder, name)
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("UPDATE meta SET value = 12 WHERE key = 'acked'")
+    meta, items = monitor.read_items(path, 5)
+    assert meta["codec"] == "json" and meta["count"] == 25 and meta["acked"] == 12
+    assert items == [112, 113, 114, 115, 116]
+    assert monitor.read_items(path, 1000)[1] == list(range(112, 125))
+
+
+def test_liveness_follows_the_kernel_lock_table(folder, children):
+    producer = children(PRODUCER, folder)
+    (name,) = listing(folder)["loading"]
+    found = monitor.holders(folder, [name])
+    assert found is not None and found.live == {name: producer.pid} and found.orphaned == []
+    producer.kill()
+    found = monitor.holders(folder, [name])
+    assert found is not None and found.live == {} and found.orphaned == [name]
+    assert monitor.holders(folder, ["loading_0_gone.db"]).gone == ["loading_0_gone.db"]
+
+
+def test_parse_locks():
+    text = textwrap.dedent("""\
+        1: FLOCK  ADVISORY  WRITE 4242 fe:00:9977884 0 EOF
+        1: -> FLOCK  ADVISORY  WRITE 4343 fe:00:9977884 0 EOF
+        2: POSIX  ADVISORY  READ 17 00:1b:50415 1073741826 1073742335
+        3: FLOCK  ADVISORY  WRITE 99 103:0a:12 0 EOF
+        4: OFDLCK ADVISORY  READ -1 00:06:9 0 EOF
+    """)
+    assert monitor.parse_locks(text) == {(0xFE, 0, 9977884): 4242, (0x103, 0x0A, 12): 99}
+
+
+# -- flows from events -------------------------------------------------------------------------------
+
+
+def _watch_until(session: monitor.Session, predicate: Callable[[monitor.QueueFigures], bool], what: str):
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        session.process()
+        (figures,) = session.figures()
+        if predicate(figures):
+            return figures
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {figures}")
+        session.wait(0.05)
+
+
+def test_a_session_counts_what_is_published_and_consumed(folder):
+    publish(folder, 4)  # there before watching: not counted as published
+    with monitor.Session([folder]) as session:
+        first = session.figures()[0]
+        assert first.published_total.batches == 0 and first.backlog_items == 4
+        publish(folder, 10, 20, 30)
+        figures = _watch_until(session, lambda f: f.published_total.batches == 3, "3 batches published")
+        assert figures.published_total.items == 60 and figures.published_total.uncounted == 0
+        assert figures.backlog_items == 64 and figures.files["ready"] == 4
+        assert sum(figures.published_history) == 60
+        assert sorted(drain(folder)) == sorted(list(range(4)) + list(range(60)))
+        figures = _watch_until(session, lambda f: f.consumed_total.batches == 4, "4 batches consumed")
+        # The batch that was there before watching counts as consumed (its 4 items too: none had
+        # been acknowledged when watching began).
+        assert figures.consumed_total.items == 64 and figures.consumed_total.uncounted == 0
+        assert figures.backlog_items == 0 and figures.files["ready"] == 0
+        assert figures.published.batches == 3 and figures.consumed.batches == 4  # within the rate window
+
+
+def test_a_session_credits_a_consumers_progress_and_a_hand_back(folder):
+    publish(folder, 100)
+    with monitor.Session([folder]) as session:
+        session.figures()
+        dequeuer = Dequeuer(folder, ack_every=10)
+        got = [dequeuer.get(timeout=10) for _ in range(31)]  # position 30 recorded in the file
+        figures = _watch_until(session, lambda f: f.consumed_total.items == 30, "30 items acknowledged")
+        assert figures.backlog_items == 70 and figures.files["chosen"] == 1
+        dequeuer.close()  # hands the batch back: 31 acknowledged
+        figures = _watch_until(session, lambda f: f.files["ready"] == 1 and f.consumed_total.items == 31,
+                               "the hand-back")
+        assert figures.backlog_items == 69 and figures.consumed_total.batches == 0
+        got += drain(folder)
+        figures = _watch_until(session, lambda f: f.consumed_total.batches == 1, "the batch finished")
+        assert figures.consumed_total.items == 100 and figures.backlog_items == 0
+    assert got == list(range(100))
+
+
+def test_a_session_waits_for_a_folder_and_follows_it_when_it_is_removed_and_made_again(tmp_path):
+    folder = str(tmp_path / "later" / "queue")
+    with monitor.Session([folder]) as session:
+        assert not session.figures()[0].exists
+        os.makedirs(folder)
+        _watch_until(session, lambda f: f.exists, "the folder to appear")
+        publish(folder, 3)
+        _watch_until(session, lambda f: f.published_total.batches == 1 and f.backlog_items == 3, "a batch")
+        shutil.rmtree(tmp_path / "later")
+        _watch_until(session, lambda f: not f.exists, "the folder to go")
+        os.makedirs(folder)
+        _watch_until(session, lambda f: f.exists, "the folder to come back")  # then it is watched again
+        publish(folder, 2)
+        figures = _watch_until(session, lambda f: f.published_total.batches == 2, "a batch in the new folder")
+        assert figures.backlog_items == 2 and figures.published_total.items == 5
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [20, 60, 80, 133, 250])
+def test_ls_columns_is_what_ls_prints(tmp_path, width):
+    names = [f"ready_{1700000000 + i}_{uuid.uuid4()}.db" for i in range(40)]
+    names += [f"chosen_{1700000000 + i}_{uuid.uuid4()}.db" for i in range(3)] + ["a", "notes.txt", "zz" * 40]
+    for name in names:
+        (tmp_path / name).touch()
+    env = dict(os.environ, LC_ALL="C")
+    expected = subprocess.run(["ls", "-C", "-T", "0", "-w", str(width)], cwd=tmp_path, capture_output=True,
+                              text=True, env=env, check=True).stdout.splitlines()
+    assert monitor.ls_columns(sorted(names), width) == expected
+
+
+def test_sparkline():
+    assert monitor.sparkline([0, 0, 0]) == "▁▁▁"
+    assert monitor.sparkline([0, 1, 4, 8]) == "▁▂▅█"
+    assert monitor.sparkline([1, 1000]) == "▂█"  # small but not zero stays above the baseline
+    assert monitor.sparkline([]) == ""
+    assert monitor.sparkline([0, 5, 10], "_.-:=+*#") == "_=#"
+
+
+def test_prometheus_text_parses_and_escapes_labels(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    folder = tmp_path / 'a "queue" with \\ and\nnewline'
+    folder.mkdir()
+    publish(str(folder), 3, 4)
+    figures = [monitor.snapshot(str(folder)), monitor.snapshot(str(tmp_path / "missing"))]
+    families = {family.name: family for family in text_string_to_metric_families(monitor.prometheus_text(figures))}
+    assert families["turbo_queue_backlog_items"].samples[0].labels == {"queue": str(folder)}
+    assert families["turbo_queue_backlog_items"].samples[0].value == 7
+    exists = {s.labels["queue"]: s.value for s in families["turbo_queue_folder_exists"].samples}
+    assert exists == {str(folder): 1, str(tmp_path / "missing"): 0}
+    assert "turbo_queue_batches_published" not in families  # a one-off look counted nothing

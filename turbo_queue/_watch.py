@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Dict, Optional
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 log = logging.getLogger("turbo_queue")
@@ -70,7 +70,9 @@ class _Watcher:
                 observer.daemon = True
                 observer.start()
                 self._observer = observer
-            self._observer.schedule(handler, folder, recursive=False)
+            # Only renames: a ready_ file appears and goes by rename, and asking the kernel for
+            # renames alone spares every waiter the events of every SQLite write in the folder.
+            self._observer.schedule(handler, folder, recursive=False, event_filter=[FileMovedEvent])
         except OSError as exc:  # e.g. inotify's per-user instance or watch limit is reached
             log.warning(
                 "turbo_queue: cannot watch %s for changes (%s); looking every %.0f ms instead. "

@@ -490,8 +490,9 @@ def taskito_shape(tmp: str) -> Dict[str, float]:
         while got < len(items):
             got += len(results.get_many(10_000, timeout=60))
         processed = time.perf_counter()
-        jobs.put_many([None] * workers)
-        jobs.flush()
+        for _ in range(workers):  # one stop signal per worker, each in a batch of its own
+            jobs.put(None)
+            jobs.flush()
         for p in procs:
             p.join()
         delays = []

@@ -16,7 +16,8 @@ import ctypes
 import os
 import socket
 import sqlite3
-from typing import Dict, List, NamedTuple, Optional
+import urllib.parse
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ._codecs import Codec, get_codec
 from ._errors import ShardFormatError
@@ -216,3 +217,24 @@ def inspect(path: str) -> Inspection:
 def has_journal(path: str) -> bool:
     """Whether a -journal, -wal or -shm file sits beside ``path`` (R1: never rename it then)."""
     return any(os.path.lexists(path + suffix) for suffix in ("-journal", "-wal", "-shm"))
+
+
+def peek(path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
+    """Meta and the first ``limit`` unacknowledged items of a batch, read-only."""
+    # immutable: take no lock, so a consumer recording its position is never kept waiting
+    conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro&immutable=1", uri=True, isolation_level=None)
+    try:
+        meta = read_meta(conn, path)
+        codec = get_codec(meta["codec"])
+        position = int(meta["acked"])
+        items: List[object] = []
+        for first, n, data in conn.execute("SELECT first, n, data FROM items WHERE first + n > ? ORDER BY first", (position,)):
+            chunk = codec.decode(data)
+            items.extend(chunk[max(0, position - first):])
+            if len(items) >= limit:
+                break
+        return meta, items[:limit]
+    finally:
+        conn.close()
+
+

@@ -27,3 +27,13 @@ def test_the_benchmark_runs_and_checks_every_item(tmp_path):
     for row in medians:
         assert row["items"] == 3000 and row["lost"] == 0 and row["duplicated"] == 0
         assert row["items_per_s"] > 0 and row["cpu_us_per_item"] > 0 and row["peak_mb"] > 0
+
+
+def test_turbo_queue_bench_is_the_same_benchmark(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "turbo_queue", "bench", "--items", "2000", "--sweep", "1", "--only", "turbo",
+         "--tmp", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| 1 | turbo_queue.Queue |" in result.stdout

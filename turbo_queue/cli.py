@@ -254,8 +254,20 @@ def add_peek_command(commands: "argparse._SubParsersAction", common: argparse.Ar
     p.set_defaults(run=monitor.peek_command)
 
 
+def add_bench_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    from . import bench
+
+    p = commands.add_parser("bench", parents=[common], help="the side-by-side benchmark (README, Speed)",
+                            description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(p)
+    p.set_defaults(run=bench.run)
+
+
 #: Each adds one subcommand; a new command is a function here and a line in this list.
-COMMANDS = [add_demo_command, add_recover_command, add_monitor_command, add_stats_command, add_exporter_command, add_peek_command]
+COMMANDS = [
+    add_demo_command, add_recover_command, add_bench_command,
+    add_monitor_command, add_stats_command, add_exporter_command, add_peek_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -332,10 +332,11 @@ def floor(items: int) -> Dict[str, float]:
             "item_bytes": len(blobs[0]) / LIST}
 
 
-def _latency_consumer(path: str, samples: int, out: Any) -> None:
+def _latency_consumer(path: str, samples: int, out: Any, ready: Any) -> None:
     import turbo_queue
 
     q = turbo_queue.Queue(path=path)
+    ready.set()
     delays = []
     for _ in range(samples):
         sent = q.get(timeout=30)
@@ -351,10 +352,10 @@ def latency(samples: int, flush: bool, tmp: str) -> Dict[str, float]:
     folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
     try:
         q = turbo_queue.Queue(path=folder)
-        out = ctx.SimpleQueue()
-        consumer = ctx.Process(target=_latency_consumer, args=(folder, samples, out))
+        out, ready = ctx.SimpleQueue(), ctx.Event()
+        consumer = ctx.Process(target=_latency_consumer, args=(folder, samples, out, ready))
         consumer.start()
-        time.sleep(0.3)  # let the consumer start waiting
+        ready.wait()
         for _ in range(samples):
             q.put(time.monotonic())
             if flush:

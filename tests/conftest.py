@@ -32,6 +32,21 @@ def listing(folder: str) -> Dict[str, List[str]]:
     return groups
 
 
+def drain(folder: str) -> List[object]:
+    """Every item a fresh consumer can get now, in delivery order (nothing else is running)."""
+    import queue
+
+    from turbo_queue import Dequeuer
+
+    out: List[object] = []
+    with Dequeuer(folder, recover_every=3600) as consumer:
+        while True:
+            try:
+                out.extend(consumer.get_many(10_000, block=False))
+            except queue.Empty:
+                return out
+
+
 def run_python(code: str, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (a separate program), returning its output."""
     result = subprocess.run(

@@ -29,6 +29,8 @@ import pytest
 from turbo_queue import Dequeuer, Enqueuer, recover
 from turbo_queue import _folder, _shard
 
+from .conftest import drain
+
 MP = multiprocessing.get_context("fork")
 DEADLINE = 60.0  # for any one thing a test waits for; a hang fails the test instead of stalling it
 
@@ -162,15 +164,6 @@ def unacked_in_folder(folder: str) -> List[object]:
     return items
 
 
-def drain(folder: str) -> List[object]:
-    """Everything a fresh consumer gets now (no other process is running)."""
-    out: List[object] = []
-    with Dequeuer(folder, recover_every=3600) as consumer:
-        while True:
-            try:
-                out.extend(consumer.get_many(10_000, block=False))
-            except queue.Empty:
-                return out
 
 
 def make_item(source: int, i: int) -> dict:

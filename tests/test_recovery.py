@@ -23,9 +23,11 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer, RecoveryReport, recover
+from turbo_queue import Enqueuer, RecoveryReport, recover
 from turbo_queue import _folder, _shard
 from turbo_queue._codecs import get_codec
+
+from .conftest import drain
 
 PICKLE = get_codec("pickle")
 CHILD_TIMEOUT = 60.0
@@ -132,15 +134,6 @@ def journals(folder: str) -> List[str]:
     return [n for n in os.listdir(folder) if n.endswith(("-journal", "-wal", "-shm"))]
 
 
-def drain(folder: str) -> List[object]:
-    """Every item a fresh consumer can get now, in delivery order (nothing else is running)."""
-    out: List[object] = []
-    with Dequeuer(folder, recover_every=3600) as consumer:
-        while True:
-            try:
-                out.extend(consumer.get_many(10_000, block=False))
-            except queue.Empty:
-                return out
 
 
 def integrity_ok(path: str) -> bool:

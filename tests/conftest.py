@@ -1,4 +1,7 @@
-"""Shared fixtures: a fresh queue folder per test, and helpers to run real child processes."""
+"""Shared fixtures: a fresh queue folder per test, and helpers to run real child processes.
+
+tools/ is put on ``sys.path`` here, so that a test can ``import chaos`` and use its helpers.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
 
 @pytest.fixture
@@ -30,21 +35,6 @@ def listing(folder: str) -> Dict[str, List[str]]:
             state = "other"
         groups[state if state in groups else "other"].append(name)
     return groups
-
-
-def drain(folder: str) -> List[object]:
-    """Every item a fresh consumer can get now, in delivery order (nothing else is running)."""
-    import queue
-
-    from turbo_queue import Dequeuer
-
-    out: List[object] = []
-    with Dequeuer(folder, recover_every=3600) as consumer:
-        while True:
-            try:
-                out.extend(consumer.get_many(10_000, block=False))
-            except queue.Empty:
-                return out
 
 
 def run_python(code: str, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:

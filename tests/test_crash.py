@@ -20,19 +20,15 @@ import os
 import queue
 import random
 import signal
-import sqlite3
 import time
 from typing import Callable, Dict, List, Optional
 
 import pytest
 
 from turbo_queue import Dequeuer, Enqueuer, recover
-from turbo_queue import _folder, _shard
+from turbo_queue import _folder
 
-from .conftest import drain
-
-MP = multiprocessing.get_context("fork")
-DEADLINE = 60.0  # for any one thing a test waits for; a hang fails the test instead of stalling it
+import chaos  # tools/chaos.py (tests/conftest.py puts tools/ on sys.path)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -44,8 +40,7 @@ def procs():
     started: List[multiprocessing.Process] = []
 
     def start(target: Callable, *args: object) -> multiprocessing.Process:
-        proc = MP.Process(target=target, args=args, daemon=True)
-        proc.start()
+        proc = chaos.forked(target, *args)
         started.append(proc)
         return proc
 
@@ -53,7 +48,7 @@ def procs():
     for proc in started:
         if proc.is_alive():
             proc.kill()
-        proc.join(DEADLINE)
+        proc.join(chaos.DEADLINE)
 
 
 @pytest.fixture
@@ -64,72 +59,19 @@ def seed() -> int:
     return value
 
 
-def wait_for(predicate: Callable[[], bool], what: str, proc: Optional[multiprocessing.Process] = None) -> None:
-    """Return as soon as ``predicate()`` holds; fail after DEADLINE or if ``proc`` dies first."""
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        if proc is not None and not proc.is_alive() and not predicate():
-            raise AssertionError(f"child exited ({proc.exitcode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {DEADLINE}s")
-        time.sleep(0.001)
-
-
 def join_ok(proc: multiprocessing.Process, what: str) -> None:
-    proc.join(DEADLINE)
-    assert not proc.is_alive(), f"{what} still running after {DEADLINE}s"
+    proc.join(chaos.DEADLINE)
+    assert not proc.is_alive(), f"{what} still running after {chaos.DEADLINE}s"
     assert proc.exitcode == 0, f"{what} exited {proc.exitcode}"
 
 
 def kill(proc: multiprocessing.Process) -> None:
-    proc.kill()
-    proc.join(DEADLINE)
+    chaos.kill(proc)
     assert proc.exitcode == -signal.SIGKILL, f"child exited {proc.exitcode} before it was killed"
 
 
 def report_line(fd: int, value: int) -> None:
     os.write(fd, b"%d\n" % value)
-
-
-def read_reports(path: str) -> List[int]:
-    """The numbers a child reported, one per complete line (a torn last line is ignored)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    return [int(line) for line in data.split(b"\n")[:-1]]
-
-
-def count_lines(path: str) -> int:
-    try:
-        with open(path, "rb") as f:
-            return f.read().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def groups(folder: str) -> Dict[str, List[str]]:
-    found: Dict[str, List[str]] = {"loading": [], "ready": [], "chosen": [], "bad": [], "creating": [], "journal": [], "other": []}
-    for name in sorted(os.listdir(folder)):
-        parsed = _folder.parse_name(name)
-        if parsed is not None:
-            found[parsed.state].append(name)
-        elif name.startswith(_folder.CREATING):
-            found["creating"].append(name)
-        elif name.endswith(("-journal", "-wal", "-shm")):
-            found["journal"].append(name)
-        else:
-            found["other"].append(name)
-    return found
-
-
-def integrity(path: str) -> List[str]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
 
 
 def sizes(folder: str, names: List[str]) -> Dict[str, int]:
@@ -142,28 +84,12 @@ def sizes(folder: str, names: List[str]) -> Dict[str, int]:
     return out
 
 
-def assert_folder_at_rest(folder: str, context: str, report=None) -> None:
+def assert_folder_at_rest(folder: str, context: str, report: object = None) -> None:
     """After recover() with no live process: only ready_ files, each a sound SQLite database."""
-    found = groups(folder)
-    for kind in ("loading", "chosen", "bad", "creating", "journal", "other"):
-        assert found[kind] == [], (
-            f"{context}: {kind} files remain after recover(): "
-            f"{sizes(folder, found[kind] + found['journal'])} (bytes); {report}"
-        )
-    for name in found["ready"]:
-        result = integrity(os.path.join(folder, name))
-        assert result == ["ok"], f"{context}: {name} fails PRAGMA integrity_check: {result}"
-
-
-def unacked_in_folder(folder: str) -> List[object]:
-    """Every item the folder would still deliver, read straight from the ready_ files."""
-    items: List[object] = []
-    for name in groups(folder)["ready"]:
-        _, found = _shard.peek(os.path.join(folder, name), 10**9)
-        items.extend(found)
-    return items
-
-
+    result = chaos.Result(context)
+    found = chaos.check_files(folder, result, context)
+    left = [name for kind, names in found.items() if kind != "ready" for name in names]
+    assert result.failure_count == 0, "\n".join(result.failures) + f"\n{sizes(folder, left)} (bytes); {report}"
 
 
 def make_item(source: int, i: int) -> dict:
@@ -231,12 +157,12 @@ def _recover_loop(folder: str, stop, started, out_path: str) -> None:
 def run_pipeline(folder: str, tmp_path, procs, seed: int, with_recover: bool) -> Optional[dict]:
     producers, consumers, per_producer = 3, 3, 7000
     rng = random.Random(seed)
-    done, stop, started = MP.Event(), MP.Event(), MP.Event()
+    done, stop, started = chaos.MP.Event(), chaos.MP.Event(), chaos.MP.Event()
     recover_out = str(tmp_path / "recover.json")
     looper = None
     if with_recover:
         looper = procs(_recover_loop, folder, stop, started, recover_out)
-        wait_for(started.is_set, "first recover() pass", looper)
+        chaos.wait_for(started.is_set, "first recover() pass", looper)
     outs = [str(tmp_path / f"consumer{c}.json") for c in range(consumers)]
     cons = [procs(_consume, folder, done, out, rng.randrange(2**32)) for out in outs]
     prods = [procs(_produce, folder, p, per_producer, rng.randrange(2**32)) for p in range(producers)]
@@ -259,7 +185,7 @@ def run_pipeline(folder: str, tmp_path, procs, seed: int, with_recover: bool) ->
     if with_recover:
         # A consumer that finds the last ready_ file locked for an instant by recover()'s probe
         # moves on (losing a claim is normal), so a batch may be left for the next consumer.
-        received.extend(item["id"] for item in drain(folder))
+        received.extend(item["id"] for item in chaos.drain(folder))
     expected = {make_item(p, i)["id"] for p in range(producers) for i in range(per_producer)}
     counts = collections.Counter(received)
     duplicates = sorted(i for i, c in counts.items() if c > 1)
@@ -270,7 +196,7 @@ def run_pipeline(folder: str, tmp_path, procs, seed: int, with_recover: bool) ->
         f"(e.g. {duplicates[:5]}), {len(strange)} never put; recover loop: {stats}"
     )
     assert len(received) == producers * per_producer
-    found = groups(folder)
+    found = chaos.groups(folder)
     assert all(not names for names in found.values()), f"seed {seed}: left in the folder: {found}"
     return stats
 
@@ -292,7 +218,7 @@ def test_recover_in_a_tight_loop_beside_live_processes_steals_nothing(folder, tm
 
 def _produce_until_killed(folder: str, report_path: str, trial: int, seed: int) -> None:
     rng = random.Random(seed)
-    fd = os.open(report_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = chaos.open_report(report_path)
     flush_every = rng.choice([1, 7, 50, 120, 400])
     q = Enqueuer(
         folder,
@@ -324,15 +250,15 @@ def test_producer_killed_at_random_points_loses_nothing_it_handed_over(folder, t
         context = f"seed {seed}, trial {trial}"
         reports = str(tmp_path / f"producer{trial}.log")
         proc = procs(_produce_until_killed, folder, reports, trial, rng.randrange(2**32))
-        wait_for(lambda: count_lines(reports) >= 1, f"{context}: first flush", proc)
+        chaos.wait_for(lambda: chaos.count_lines(reports) >= 1, f"{context}: first flush", proc)
         time.sleep(rng.uniform(0, 0.03))  # the random kill point, not a wait for anything
         kill(proc)
-        handed_over = max(read_reports(reports))
+        handed_over = max(chaos.report_numbers(reports))
 
         report = recover(folder)
 
         assert_folder_at_rest(folder, context, report)
-        delivered = drain(folder)
+        delivered = chaos.drain(folder)
         assert all(item["src"] == trial for item in delivered), f"{context}: items of another trial"
         positions = sorted(item["i"] for item in delivered)
         # One batch is one transaction: what survives is every batch that was committed, i.e. a
@@ -355,7 +281,7 @@ CHUNK = 100
 
 
 def _consume_until_killed(folder: str, report_path: str, stop_after: int, ack_every: int) -> None:
-    fd = os.open(report_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = chaos.open_report(report_path)
     q = Dequeuer(folder, ack_every=ack_every, recover_every=3600)
     got = 0
     while True:
@@ -381,24 +307,26 @@ def test_consumer_killed_at_random_points_loses_nothing(folder, tmp_path, procs,
         with Enqueuer(folder, batch_size=10_000, chunk_size=CHUNK) as producer:
             producer.put_many(new)
         put_ids.extend(item["id"] for item in new)
-        before = [item["id"] for item in unacked_in_folder(folder)]
+        # What the folder keeps: ready_ files, and the chunks of an item that three consumers died
+        # holding (in this test the kill can come at one item again and again), set aside in bad_.
+        before = [item["id"] for item in chaos.folder_items(folder) + chaos.set_aside_items(folder)]
         assert len(before) == len(set(before)), f"{context}: an item is twice in the folder"
 
         reports = str(tmp_path / f"consumer{trial}.log")
         stop_after = rng.randint(1, len(before)) if rng.random() < 0.5 else 0
         proc = procs(_consume_until_killed, folder, reports, stop_after, ACK_EVERY)
         if stop_after:
-            wait_for(lambda: count_lines(reports) >= stop_after, f"{context}: {stop_after} items", proc)
+            chaos.wait_for(lambda: chaos.count_lines(reports) >= stop_after, f"{context}: {stop_after} items", proc)
         else:
-            wait_for(lambda: count_lines(reports) >= 1, f"{context}: first item", proc)
+            chaos.wait_for(lambda: chaos.count_lines(reports) >= 1, f"{context}: first item", proc)
             time.sleep(rng.uniform(0, 0.01))  # the random kill point, not a wait for anything
         kill(proc)
-        received = read_reports(reports)
+        received = chaos.report_numbers(reports)
 
         report = recover(folder)
 
         assert_folder_at_rest(folder, context, report)
-        after = [item["id"] for item in unacked_in_folder(folder)]
+        after = [item["id"] for item in chaos.folder_items(folder) + chaos.set_aside_items(folder)]
         assert len(received) == len(set(received)), f"{context}: the consumer got an item twice"
         assert len(after) == len(set(after)), f"{context}: an item is twice in the folder"
         assert set(received) <= set(before) and set(after) <= set(before), f"{context}: items from nowhere"
@@ -411,10 +339,11 @@ def test_consumer_killed_at_random_points_loses_nothing(folder, tmp_path, procs,
             too_many.append(f"trial {trial}: {again} of {len(received)} received items will come again")
         received_all.extend(received)
 
-    final = [item["id"] for item in drain(folder)]
-    assert os.listdir(folder) == []
+    final = [item["id"] for item in chaos.drain(folder)]
+    set_aside = [item["id"] for item in chaos.set_aside_items(folder)]
+    assert len(os.listdir(folder)) == len(chaos.groups(folder)["bad"]), "only set-aside files are left"
     assert len(final) == len(set(final)), f"seed {seed}: the last consumer got an item twice"
-    assert set(received_all) | set(final) == set(put_ids), f"seed {seed}: items lost"
+    assert set(received_all) | set(final) | set(set_aside) == set(put_ids), f"seed {seed}: items lost"
     assert not too_many, (
         f"seed {seed}: a crash re-delivered more than ack_every ({ACK_EVERY}) + one chunk ({CHUNK}) "
         f"items: " + "; ".join(too_many)
@@ -433,15 +362,15 @@ def test_consumer_crash_redelivers_at_most_ack_every_plus_one_chunk(folder, tmp_
         producer.put_many([make_item(0, i) for i in range(5000)])
     reports = str(tmp_path / "consumer.log")
     proc = procs(_consume_until_killed, folder, reports, taken, ack_every)
-    wait_for(lambda: count_lines(reports) >= taken, f"{taken} items", proc)
+    chaos.wait_for(lambda: chaos.count_lines(reports) >= taken, f"{taken} items", proc)
     kill(proc)
-    received = read_reports(reports)
+    received = chaos.report_numbers(reports)
     assert received == [make_item(0, i)["id"] for i in range(taken)]
 
     report = recover(folder)
 
     assert_folder_at_rest(folder, f"taken={taken}", report)
-    after = [item["i"] for item in unacked_in_folder(folder)]
+    after = [item["i"] for item in chaos.folder_items(folder)]
     assert after and after == list(range(after[0], 5000)), "nothing may be lost"
     redelivered = taken - after[0]
     assert redelivered >= 1, "the item in hand was not acknowledged: it must come again"

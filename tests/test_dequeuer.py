@@ -74,6 +74,8 @@ def test_empty_timeout_and_bad_arguments(folder):
         dequeuer.get_many(1)
     with pytest.raises(ValueError, match="ack_every must be a positive integer"):
         Dequeuer(folder, ack_every=0)
+    with pytest.raises(ValueError, match="max_crashes must be a positive integer"):
+        Dequeuer(folder, max_crashes=0)
 
 
 def test_a_waiting_consumer_wakes_when_a_batch_arrives(folder):
@@ -176,7 +178,7 @@ def test_a_newer_format_is_refused_and_left_as_it_is(folder, caplog):
     (name,) = listing(folder)["ready"]
     path = os.path.join(folder, name)
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = 2 WHERE key = 'format'")
+    conn.execute("UPDATE meta SET value = 3 WHERE key = 'format'")
     conn.commit()
     conn.close()
     before = open(path, "rb").read()
@@ -187,7 +189,7 @@ def test_a_newer_format_is_refused_and_left_as_it_is(folder, caplog):
             dequeuer.get(timeout=0.05)
     assert listing(folder)["ready"] == [name]
     assert open(path, "rb").read() == before
-    assert "format version 2 is not known" in caplog.text
+    assert "format version 3 is not known" in caplog.text
 
 
 def test_foreign_entries_are_left_alone(folder):
@@ -229,11 +231,11 @@ def test_iteration_waits_for_items_and_ends_when_closed(folder):
 
 def test_a_pickled_dequeuer_carries_its_folder_and_settings_only(folder):
     put_batches(folder, [1, 2])
-    with Dequeuer(folder, ack_every=5) as dequeuer:
+    with Dequeuer(folder, ack_every=5, max_crashes=7) as dequeuer:
         assert dequeuer.get() == 1
         copy = pickle.loads(pickle.dumps(dequeuer))
         with copy:
-            assert (copy.folder, copy.ack_every) == (folder, 5)
+            assert (copy.folder, copy.ack_every, copy.max_crashes) == (folder, 5, 7)
             with pytest.raises(queue.Empty):
                 copy.get(block=False)  # the batch belongs to the original
     with Dequeuer(folder) as dequeuer:

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
 import uuid
 from typing import Dict, List, Optional, Tuple
 
@@ -27,7 +26,9 @@ from turbo_queue import Enqueuer, RecoveryReport, recover
 from turbo_queue import _folder, _shard
 from turbo_queue._codecs import get_codec
 
-from .conftest import drain
+import chaos  # tools/chaos.py (tests/conftest.py puts tools/ on sys.path)
+
+from .conftest import run_python
 
 PICKLE = get_codec("pickle")
 CHILD_TIMEOUT = 60.0
@@ -36,76 +37,14 @@ CHILD_TIMEOUT = 60.0
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def listing(folder: str) -> Dict[str, List[str]]:
-    """The folder's batch file names grouped by state; anything else (journals too) is 'other'."""
-    groups: Dict[str, List[str]] = {"loading": [], "ready": [], "chosen": [], "bad": [], "other": []}
-    for name in sorted(os.listdir(folder)):
-        parsed = _folder.parse_name(name)
-        groups[parsed.state if parsed else "other"].append(name)
-    return groups
-
-
-def run_python(code: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter; it must exit 0."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, f"child exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
 def make_items(tag: str, count: int, start: int = 0) -> List[dict]:
     return [{"tag": tag, "i": i, "pad": "x" * 40} for i in range(start, start + count)]
-
-
-def write_batch(
-    folder: str,
-    items: List[object],
-    *,
-    state: str = "ready",
-    chunk: int = 100,
-    epoch: Optional[int] = None,
-    acked: int = 0,
-) -> str:
-    """A finished (committed, closed) batch left in ``state`` with its lock dropped; its file name.
-
-    For ``loading``/``chosen`` this is exactly what a process that died after its last commit
-    leaves behind: a file at rest under that name whose flock nobody holds.
-    """
-    batch = _folder.create(folder)
-    writer = _shard.ShardWriter(batch.path, PICKLE)
-    for start in range(0, len(items), chunk):
-        part = items[start : start + chunk]
-        writer.append(len(part), PICKLE.encode_many(part))
-    writer.finish()
-    if acked:
-        set_meta(batch.path, "acked", acked)
-    if epoch is not None:
-        older = batch.name._replace(epoch=epoch)
-        os.rename(batch.path, os.path.join(folder, older.filename))
-        batch.name = older
-    if state != _folder.LOADING:
-        batch.move(state)
-    batch.release()
-    return batch.name.filename
-
-
-def set_meta(path: str, key: str, value: object) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
-    finally:
-        conn.close()
 
 
 def renamed(filename: str, state: str) -> str:
     parsed = _folder.parse_name(filename)
     assert parsed is not None, filename
     return parsed.as_state(state).filename
-
-
-def batch_name(state: str, epoch: Optional[int] = None) -> str:
-    return f"{state}_{int(time.time()) if epoch is None else epoch}_{uuid.uuid4()}.db"
 
 
 def digest(path: str) -> str:
@@ -131,17 +70,7 @@ def snapshot(folder: str) -> Dict[str, Tuple]:
 
 
 def journals(folder: str) -> List[str]:
-    return [n for n in os.listdir(folder) if n.endswith(("-journal", "-wal", "-shm"))]
-
-
-
-
-def integrity_ok(path: str) -> bool:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        conn.close()
+    return [n for n in os.listdir(folder) if n.endswith(chaos.JOURNAL_SUFFIXES)]
 
 
 def assert_report(report: RecoveryReport, **expected: List[str]) -> None:
@@ -245,7 +174,7 @@ def test_orphaned_loading_file_with_committed_items_is_requeued_and_delivered(fo
     writer.finish()
     name = batch.name.filename
     batch.release()  # the producer "dies" after its commit, before the rename to ready_
-    assert listing(folder)["loading"] == [name]
+    assert chaos.groups(folder)["loading"] == [name]
 
     report = recover(folder, durable=durable)
 
@@ -253,25 +182,25 @@ def test_orphaned_loading_file_with_committed_items_is_requeued_and_delivered(fo
     assert report.changed == 1 and not report.dry_run
     assert report.folder == os.path.abspath(folder)
     assert os.listdir(folder) == [renamed(name, "ready")], "same epoch and uuid, now ready_"
-    assert drain(folder) == items
+    assert chaos.drain(folder) == items
     assert os.listdir(folder) == []
 
 
 def test_requeued_orphan_keeps_its_place_in_line(folder):
-    newer = write_batch(folder, make_items("newer", 30), state="ready")
+    newer = chaos.write_items(folder, make_items("newer", 30), state="ready")
     epoch = _folder.parse_name(newer).epoch - 100
-    orphan = write_batch(folder, make_items("older", 30), state="loading", epoch=epoch)
+    orphan = chaos.write_items(folder, make_items("older", 30), state="loading", epoch=epoch)
 
     report = recover(folder)
 
     assert_report(report, requeued=[orphan])
     assert _folder.ready_in_order(folder) == [renamed(orphan, "ready"), newer]
-    assert drain(folder) == make_items("older", 30) + make_items("newer", 30)
+    assert chaos.drain(folder) == make_items("older", 30) + make_items("newer", 30)
 
 
 def test_orphaned_chosen_file_keeps_its_acknowledged_position(folder):
     items = make_items("c", 1000)
-    ready = write_batch(folder, items, state="ready")
+    ready = chaos.write_items(folder, items, state="ready")
     # A consumer claims it, acknowledges 350 items (inside the fourth chunk) and dies.
     batch = _folder.take(folder, ready, _folder.READY, _folder.CHOSEN)
     assert batch is not None
@@ -285,12 +214,12 @@ def test_orphaned_chosen_file_keeps_its_acknowledged_position(folder):
 
     assert_report(report, requeued=[chosen])
     assert os.listdir(folder) == [ready]
-    assert drain(folder) == items[350:], "items before the acknowledged position must not come again"
+    assert chaos.drain(folder) == items[350:], "items before the acknowledged position must not come again"
 
 
 def test_consumer_killed_mid_batch_keeps_its_position(folder, children):
     items = make_items("k", 3000)
-    write_batch(folder, items, state="ready")
+    chaos.write_items(folder, items, state="ready")
     consumer = children(
         """
         import sys
@@ -305,7 +234,7 @@ def test_consumer_killed_mid_batch_keeps_its_position(folder, children):
     )
     consumer.expect("got")
     consumer.kill()
-    (chosen,) = listing(folder)["chosen"]
+    (chosen,) = chaos.groups(folder)["chosen"]
 
     report = recover(folder)
 
@@ -313,14 +242,14 @@ def test_consumer_killed_mid_batch_keeps_its_position(folder, children):
     meta, _ = _shard.peek(os.path.join(folder, renamed(chosen, "ready")), 1)
     acked = int(meta["acked"])
     assert 0 < acked <= 1199, f"acknowledged position {acked}: the 1200th item was never acknowledged"
-    assert drain(folder) == items[acked:]
+    assert chaos.drain(folder) == items[acked:]
 
 
 # -- empty orphans are removed ----------------------------------------------------------------------
 
 
 def test_zero_length_loading_file_is_removed(folder):
-    name = batch_name("loading")
+    name = chaos.batch_name("loading")
     os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_WRONLY, 0o644))
 
     report = recover(folder)
@@ -335,7 +264,7 @@ def test_producer_killed_as_sqlite_created_its_journal_is_cleaned_up(folder):
     The batch file and the journal are both empty. SQLite does not treat a zero-length journal
     as hot (it reports it as absent and never deletes it), so nothing else will remove it.
     """
-    name = batch_name("loading")
+    name = chaos.batch_name("loading")
     for suffix in ("", "-journal"):
         os.close(os.open(os.path.join(folder, name + suffix), os.O_CREAT | os.O_WRONLY, 0o644))
 
@@ -351,18 +280,18 @@ def test_consumer_killed_as_sqlite_created_its_journal_is_requeued(folder):
     The file holds unacknowledged items; if recovery refuses it, no consumer ever gets them.
     """
     items = make_items("j", 1000)
-    chosen = write_batch(folder, items, state="chosen", acked=300)
+    chosen = chaos.write_items(folder, items, state="chosen", acked=300)
     os.close(os.open(os.path.join(folder, chosen + "-journal"), os.O_CREAT | os.O_WRONLY, 0o644))
 
     report = recover(folder)
 
     assert_report(report, requeued=[chosen])
     assert sorted(os.listdir(folder)) == [renamed(chosen, "ready")]
-    assert drain(folder) == items[300:]
+    assert chaos.drain(folder) == items[300:]
 
 
 def test_fully_acknowledged_chosen_orphan_is_removed(folder):
-    chosen = write_batch(folder, make_items("done", 120), state="chosen", acked=120)
+    chosen = chaos.write_items(folder, make_items("done", 120), state="chosen", acked=120)
 
     report = recover(folder)
 
@@ -384,7 +313,7 @@ def test_producer_killed_before_its_first_commit_leaves_nothing(folder, children
         folder,
     )
     producer.expect("written")
-    (name,) = listing(folder)["loading"]
+    (name,) = chaos.groups(folder)["loading"]
     path = os.path.join(folder, name)
     assert os.path.exists(path + "-journal"), "the transaction should still be open"
     assert os.path.getsize(path) > 0, "6 MB of rows should have spilled into the file"
@@ -394,7 +323,7 @@ def test_producer_killed_before_its_first_commit_leaves_nothing(folder, children
 
     assert_report(report, removed=[name])
     assert os.listdir(folder) == [], "no batch and no journal may remain"
-    assert drain(folder) == []
+    assert chaos.drain(folder) == []
 
 
 def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_committed(folder, children):
@@ -420,7 +349,7 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
         conn.execute("PRAGMA cache_size=5")  # spill uncommitted pages into the file early
         conn.execute("BEGIN")
         for c in range(10, 300):
-            conn.execute("INSERT INTO items (first, n, data) VALUES (?, ?, ?)",
+            conn.execute("INSERT INTO items (first, n, crc, data) VALUES (?, ?, 0, ?)",
                          (c * 100, 100, codec.encode_many([os.urandom(20) for _ in range(100)])))
         conn.execute("DELETE FROM items WHERE first < 500")
         conn.execute("UPDATE meta SET value = 30000 WHERE key = 'count'")
@@ -430,7 +359,7 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
         folder,
     )
     size = int(producer.expect("size"))
-    (name,) = listing(folder)["loading"]
+    (name,) = chaos.groups(folder)["loading"]
     path = os.path.join(folder, name)
     assert os.path.exists(path + "-journal")
     assert size > 100_000, "uncommitted pages should be in the file itself"
@@ -441,8 +370,8 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
     assert_report(report, requeued=[name])
     assert journals(folder) == []
     ready = os.path.join(folder, renamed(name, "ready"))
-    assert integrity_ok(ready)
-    assert drain(folder) == [{"tag": "committed", "i": i} for i in range(1000)]
+    assert chaos.integrity(ready) == ["ok"]
+    assert chaos.drain(folder) == [{"tag": "committed", "i": i} for i in range(1000)]
 
 
 # -- corrupt files become bad_ ------------------------------------------------------------------------
@@ -450,7 +379,7 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
 
 @pytest.mark.parametrize("state", ["loading", "chosen"])
 def test_random_bytes_become_bad(folder, state):
-    name = batch_name(state)
+    name = chaos.batch_name(state)
     with open(os.path.join(folder, name), "wb") as f:
         f.write(os.urandom(10_000))
     before = digest(os.path.join(folder, name))
@@ -465,7 +394,7 @@ def test_random_bytes_become_bad(folder, state):
 
 @pytest.mark.parametrize("state", ["loading", "chosen"])
 def test_truncated_batch_becomes_bad(folder, state):
-    name = write_batch(folder, make_items("t", 5000), state=state)
+    name = chaos.write_items(folder, make_items("t", 5000), state=state)
     path = os.path.join(folder, name)
     size = os.path.getsize(path)
     assert size > 50_000
@@ -475,11 +404,11 @@ def test_truncated_batch_becomes_bad(folder, state):
 
     assert_report(report, quarantined=[name])
     assert os.listdir(folder) == [renamed(name, "bad")]
-    assert drain(folder) == []
+    assert chaos.drain(folder) == []
 
 
 def test_sqlite_file_that_is_not_a_batch_becomes_bad(folder):
-    name = batch_name("loading")
+    name = chaos.batch_name("loading")
     conn = sqlite3.connect(os.path.join(folder, name))
     conn.execute("CREATE TABLE something (x)")
     conn.execute("INSERT INTO something VALUES (1)")
@@ -493,8 +422,8 @@ def test_sqlite_file_that_is_not_a_batch_becomes_bad(folder):
 
 
 def test_bad_and_ready_files_are_not_examined(folder):
-    ready = write_batch(folder, make_items("r", 10), state="ready")
-    bad = batch_name("bad")
+    ready = chaos.write_items(folder, make_items("r", 10), state="ready")
+    bad = chaos.batch_name("bad")
     with open(os.path.join(folder, bad), "wb") as f:
         f.write(os.urandom(1000))
     before = snapshot(folder)
@@ -512,12 +441,12 @@ def test_bad_and_ready_files_are_not_examined(folder):
 def test_files_held_by_live_processes_are_left_alone(folder, children):
     # 1. A loading_ file with committed data whose flock a live process holds.
     held_items = make_items("held", 300)
-    held = write_batch(folder, held_items, state="loading")
+    held = chaos.write_items(folder, held_items, state="loading")
     holder = children(HOLD_FLOCK, os.path.join(folder, held))
     holder.expect("locked")
     # 2. A consumer in the middle of a batch.
     consumed_items = make_items("deq", 1000)
-    write_batch(folder, consumed_items, state="ready")
+    chaos.write_items(folder, consumed_items, state="ready")
     consumer = children(
         """
         import json, sys
@@ -546,7 +475,7 @@ def test_files_held_by_live_processes_are_left_alone(folder, children):
         folder,
     )
     producer.expect("ready")
-    groups = listing(folder)
+    groups = chaos.groups(folder)
     assert len(groups["loading"]) == 2 and len(groups["chosen"]) == 1 and groups["ready"] == [], groups
     live = groups["loading"] + groups["chosen"]
     before = snapshot(folder)
@@ -564,7 +493,7 @@ def test_files_held_by_live_processes_are_left_alone(folder, children):
     consumer.finish()  # hands the unread 850 items back
     holder.finish()  # its file is now an orphan
     assert_report(recover(folder), requeued=[held])
-    got = drain(folder)
+    got = chaos.drain(folder)
     expected = held_items + consumed_items[150:] + make_items("enq", 25)
     key = lambda item: (item["tag"], item["i"])  # noqa: E731
     assert sorted(got, key=key) == sorted(expected, key=key)
@@ -574,11 +503,11 @@ def test_partial_file_of_a_live_producer_in_this_process_is_left_alone(folder):
     with Enqueuer(folder, batch_size=10_000, chunk_size=10, max_batch_delay=3600) as producer:
         for i in range(25):
             producer.put(i)
-        (name,) = listing(folder)["loading"]
+        (name,) = chaos.groups(folder)["loading"]
         report = recover(folder)
         assert_report(report, live=[name])
-        assert listing(folder)["loading"] == [name]
-    assert drain(folder) == list(range(25))
+        assert chaos.groups(folder)["loading"] == [name]
+    assert chaos.drain(folder) == list(range(25))
 
 
 # -- newer formats are refused ----------------------------------------------------------------------
@@ -586,9 +515,9 @@ def test_partial_file_of_a_live_producer_in_this_process_is_left_alone(folder):
 
 @pytest.mark.parametrize("state", ["loading", "chosen"])
 def test_newer_format_is_refused_and_left_untouched(folder, state):
-    name = write_batch(folder, make_items("v2", 200), state=state)
+    name = chaos.write_items(folder, make_items("next", 200), state=state)
     path = os.path.join(folder, name)
-    set_meta(path, "format", 2)
+    chaos.set_meta(path, "format", _shard.FORMAT_VERSION + 1)
     before = snapshot(folder)
 
     report = recover(folder)
@@ -600,10 +529,10 @@ def test_newer_format_is_refused_and_left_untouched(folder, state):
 
 def test_newer_format_with_a_different_layout_is_refused_not_quarantined(folder):
     """The version in ``meta`` decides, whatever tables a newer format has (DESIGN: shard contents)."""
-    name = write_batch(folder, make_items("v2", 200), state="loading")
+    name = chaos.write_items(folder, make_items("next", 200), state="loading")
     path = os.path.join(folder, name)
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("UPDATE meta SET value = 2 WHERE key = 'format'")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (_shard.FORMAT_VERSION + 1,))
     conn.execute("ALTER TABLE items RENAME TO chunks")
     conn.close()
     before = snapshot(folder)
@@ -618,7 +547,7 @@ def test_newer_format_with_a_different_layout_is_refused_not_quarantined(folder)
 
 
 def test_orphaned_creating_file_is_removed(folder):
-    hidden = _folder.CREATING + batch_name("loading")[len("loading_"):]
+    hidden = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
     os.close(os.open(os.path.join(folder, hidden), os.O_CREAT | os.O_WRONLY, 0o644))
 
     report = recover(folder)
@@ -635,8 +564,8 @@ def test_creating_file_of_a_killed_producer_is_removed_and_a_live_one_kept(folde
         print("locked", flush=True)
         sys.stdin.read()
     """
-    dead = _folder.CREATING + batch_name("loading")[len("loading_"):]
-    alive = _folder.CREATING + batch_name("loading")[len("loading_"):]
+    dead = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
+    alive = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
     killed = children(code, os.path.join(folder, dead))
     killed.expect("locked")
     living = children(code, os.path.join(folder, alive))
@@ -671,7 +600,7 @@ def test_files_that_are_not_the_protocols_are_never_touched(folder):
     for name, data in foreign.items():
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
-    orphan = write_batch(folder, make_items("o", 10), state="loading")
+    orphan = chaos.write_items(folder, make_items("o", 10), state="loading")
     before = {name: state for name, state in snapshot(folder).items() if name in foreign}
 
     dry = recover(folder, dry_run=True)
@@ -686,7 +615,7 @@ def test_files_that_are_not_the_protocols_are_never_touched(folder):
 @pytest.mark.parametrize("dry_run", [False, True], ids=["recover", "dry_run"])
 @pytest.mark.parametrize("state", ["loading", "chosen", "ready", "bad"])
 def test_directory_named_like_a_batch_is_never_touched(folder, state, dry_run):
-    name = batch_name(state)
+    name = chaos.batch_name(state)
     os.mkdir(os.path.join(folder, name))
     with open(os.path.join(folder, name, "inside.txt"), "w") as f:
         f.write("not a batch")
@@ -700,7 +629,7 @@ def test_directory_named_like_a_batch_is_never_touched(folder, state, dry_run):
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["recover", "dry_run"])
 def test_directory_named_like_a_creating_file_is_never_touched(folder, dry_run):
-    name = _folder.CREATING + batch_name("loading")[len("loading_"):]
+    name = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
     os.mkdir(os.path.join(folder, name))
     before = snapshot(folder)
 
@@ -716,9 +645,9 @@ def test_symlink_named_like_a_batch_is_never_followed(folder, tmp_path, state, d
     # The link points at a real orphan batch outside the folder: following it would re-queue it.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    target = os.path.join(str(elsewhere), write_batch(str(elsewhere), make_items("s", 10), state="loading"))
+    target = os.path.join(str(elsewhere), chaos.write_items(str(elsewhere), make_items("s", 10), state="loading"))
     target_digest = digest(target)
-    name = batch_name(state)
+    name = chaos.batch_name(state)
     os.symlink(target, os.path.join(folder, name))
     before = snapshot(folder)
 
@@ -731,7 +660,7 @@ def test_symlink_named_like_a_batch_is_never_followed(folder, tmp_path, state, d
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["recover", "dry_run"])
 def test_fifo_named_like_a_batch_is_never_touched(folder, dry_run):
-    name = batch_name("loading")
+    name = chaos.batch_name("loading")
     os.mkfifo(os.path.join(folder, name))
     code = """
         import json, sys
@@ -751,21 +680,21 @@ def test_fifo_named_like_a_batch_is_never_touched(folder, dry_run):
 
 
 def test_dry_run_changes_nothing_and_the_report_lists_are_right(folder, children):
-    with_data = write_batch(folder, make_items("a", 50), state="loading")
-    chosen = write_batch(folder, make_items("b", 50), state="chosen", acked=20)
-    zero = batch_name("loading")
+    with_data = chaos.write_items(folder, make_items("a", 50), state="loading")
+    chosen = chaos.write_items(folder, make_items("b", 50), state="chosen", acked=20)
+    zero = chaos.batch_name("loading")
     os.close(os.open(os.path.join(folder, zero), os.O_CREAT | os.O_WRONLY, 0o644))
-    corrupt = batch_name("chosen")
+    corrupt = chaos.batch_name("chosen")
     with open(os.path.join(folder, corrupt), "wb") as f:
         f.write(os.urandom(3000))
-    newer = write_batch(folder, make_items("n", 5), state="loading")
-    set_meta(os.path.join(folder, newer), "format", 2)
-    held = write_batch(folder, make_items("h", 5), state="loading")
+    newer = chaos.write_items(folder, make_items("n", 5), state="loading")
+    chaos.set_meta(os.path.join(folder, newer), "format", _shard.FORMAT_VERSION + 1)
+    held = chaos.write_items(folder, make_items("h", 5), state="loading")
     holder = children(HOLD_FLOCK, os.path.join(folder, held))
     holder.expect("locked")
-    creating = _folder.CREATING + batch_name("loading")[len("loading_"):]
+    creating = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
     os.close(os.open(os.path.join(folder, creating), os.O_CREAT | os.O_WRONLY, 0o644))
-    ready = write_batch(folder, make_items("r", 5), state="ready")
+    ready = chaos.write_items(folder, make_items("r", 5), state="ready")
     with open(os.path.join(folder, "notes.txt"), "w") as f:
         f.write("notes")
     before = snapshot(folder)
@@ -794,7 +723,7 @@ def test_dry_run_changes_nothing_and_the_report_lists_are_right(folder, children
     )
     # A second pass finds nothing more to do.
     assert_report(recover(folder), refused=[newer], live=[held])
-    got = drain(folder)
+    got = chaos.drain(folder)
     assert sorted((x["tag"], x["i"]) for x in got) == sorted(
         [("a", i) for i in range(50)] + [("b", i) for i in range(20, 50)] + [("r", i) for i in range(5)]
     )

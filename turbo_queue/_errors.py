@@ -24,7 +24,7 @@ class ShardFormatError(TurboQueueError):
     def __init__(self, path: str, version: object) -> None:
         super().__init__(
             f"{path}: batch format version {version!r} is not known to this turbo_queue "
-            f"(it reads version 1); upgrade turbo_queue to read it. The file was left as it is."
+            f"(it reads versions 1 and 2); upgrade turbo_queue to read it. The file was left as it is."
         )
         self.path = path
         self.version = version

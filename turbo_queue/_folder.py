@@ -13,7 +13,7 @@ import re
 import stat
 import time
 import uuid
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import _platform
 
@@ -145,26 +145,35 @@ def _read_only_mount(folder: str) -> bool:
 
 
 def ready_in_order(folder: str) -> List[str]:
-    """Names of the ``ready_`` files, in hand-over order (epoch, then the ctime the rename set)."""
-    found = []
+    """Names of the ``ready_`` files, in hand-over order (epoch, then the ctime the rename set).
+
+    Each file's order key is looked up once (a stat per new file, not per file per call: with a
+    backlog of many files every claim would otherwise stat them all); see ``_order_keys``.
+    """
+    seen = _order_keys.setdefault(folder, {})
+    keys: Dict[str, Tuple[int, int]] = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             name = entry.name
-            if name.startswith("ready_"):
+            if not name.startswith("ready_"):
+                continue
+            key = seen.get(name)
+            if key is None:
                 parsed = parse_name(name)
-                if parsed is not None:
-                    found.append((parsed.epoch, name))
-    if len(found) <= 1:
-        return [name for _, name in found]
-    keyed = []
-    for epoch, name in found:
-        try:
-            ctime = os.lstat(os.path.join(folder, name)).st_ctime_ns
-        except FileNotFoundError:
-            continue  # claimed meanwhile
-        keyed.append((epoch, ctime, name))
-    keyed.sort()
-    return [name for _, _, name in keyed]
+                if parsed is None:
+                    continue
+                try:
+                    key = (parsed.epoch, os.lstat(os.path.join(folder, name)).st_ctime_ns)
+                except FileNotFoundError:
+                    continue  # claimed meanwhile
+            keys[name] = key
+    _order_keys[folder] = keys  # forget the files that are gone
+    return sorted(keys, key=keys.__getitem__)
+
+
+#: folder -> {ready_ file name -> (epoch, ctime)} as last seen by this process. A batch handed
+#: back under its old name between two looks keeps its earlier key: it is the older one anyway.
+_order_keys: Dict[str, Dict[str, Tuple[int, int]]] = {}
 
 
 def count_ready(folder: str) -> int:

@@ -1,10 +1,13 @@
-"""Facts about the OS and the filesystem: flock, network filesystems, the tmpfs location."""
+"""Facts about the OS and the filesystem: flock, inotify, network filesystems, the tmpfs location."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import struct
 import tempfile
+from typing import List, Tuple
 
 from ._errors import NetworkFilesystemError, UnsupportedPlatformError
 
@@ -137,3 +140,51 @@ def fsync_folder(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Inotify:
+    """A Linux inotify instance, through libc: watch folders, read their events.
+
+    OSError where the platform has no inotify or a limit (``fs.inotify.max_user_*``) is reached.
+    """
+
+    MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x40, 0x80, 0x100, 0x200
+    Q_OVERFLOW, IGNORED, ONLYDIR = 0x4000, 0x8000, 0x1000000
+    _CLOEXEC, _NONBLOCK = 0o2000000, 0o4000
+    _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+
+    def __init__(self, nonblocking: bool = False) -> None:
+        try:
+            self._libc = ctypes.CDLL(None, use_errno=True)
+            init = self._libc.inotify_init1
+        except (OSError, AttributeError):
+            raise OSError(errno.ENOSYS, "this platform has no inotify") from None
+        fd = init(self._CLOEXEC | (self._NONBLOCK if nonblocking else 0))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_init1: {os.strerror(ctypes.get_errno())}")
+        self.fd = fd
+
+    def add_watch(self, folder: str, mask: int) -> int:
+        """Watch ``folder`` for the events in ``mask``; returns its watch descriptor."""
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), mask)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch: {os.strerror(ctypes.get_errno())}", folder)
+        return wd
+
+    def read(self) -> List[Tuple[int, int, bytes]]:
+        """The next events as ``(wd, mask, name)``; waits unless nonblocking ([] when none)."""
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return []
+        events = []
+        pos, header = 0, self._HEADER
+        while pos < len(data):
+            wd, mask, _cookie, length = header.unpack_from(data, pos)
+            pos += header.size
+            events.append((wd, mask, data[pos:pos + length].rstrip(b"\0")))
+            pos += length
+        return events
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -1,13 +1,15 @@
 """One batch file: a SQLite database with an ``items`` table of chunks and a ``meta`` table.
 
-Format 1::
+Format 2::
 
-    meta(key TEXT PRIMARY KEY, value)   format=1, codec, count, acked, created_by
-    items(first INTEGER PRIMARY KEY, n INTEGER, data BLOB)
+    meta(key TEXT PRIMARY KEY, value)   format=2, codec, count, acked, created_by
+                                        [crashes, crashed_at: written by recovery]
+    items(first INTEGER PRIMARY KEY, n INTEGER, crc INTEGER, data BLOB)
 
 A row is a chunk of ``n`` items encoded together by the codec; ``first`` is the position of its
 first item in the batch, so a position (``acked``: how many items were acknowledged) names an item
-inside a chunk.
+inside a chunk. ``crc`` is the CRC-32 of ``data``: a chunk whose bytes changed on disk is never
+decoded. Format 1 is format 2 without ``crc``; it is still read.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import ctypes
 import os
 import socket
 import sqlite3
+import zlib
 import urllib.parse
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from ._codecs import Codec, get_codec
 from ._errors import ShardFormatError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
-    "CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER NOT NULL, data BLOB NOT NULL)",
+    "CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL, data BLOB NOT NULL)",
 )
 
 
@@ -78,9 +82,12 @@ class ShardWriter:
             self.abandon()
             raise
 
-    def append(self, n: int, data: bytes) -> None:
-        """Add a chunk of ``n`` encoded items."""
-        self._conn.execute("INSERT INTO items (first, n, data) VALUES (?, ?, ?)", (self.count, n, data))
+    def append(self, n: int, data: bytes, crc: Optional[int] = None) -> None:
+        """Add a chunk of ``n`` encoded items (``crc``: keep the one a damaged chunk was stored with)."""
+        self._conn.execute(
+            "INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)",
+            (self.count, n, zlib.crc32(data) if crc is None else crc, data),
+        )
         self.count += n
 
     def finish(self) -> None:
@@ -91,11 +98,7 @@ class ShardWriter:
 
     def abandon(self) -> None:
         """Roll back and close; used when a write failed."""
-        try:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # the connection is closed next either way; SQLite rolls back on close
+        _rollback(self._conn)
         self._conn.close()
 
     def forget(self) -> sqlite3.Connection:
@@ -107,19 +110,52 @@ class Chunk(NamedTuple):
     first: int
     n: int
     data: bytes
+    crc: Optional[int] = None  # None in a format 1 file
+
+
+class DamagedChunk(sqlite3.DatabaseError):
+    """A chunk whose bytes no longer match the CRC-32 it was written with."""
+
+    def __init__(self, path: str, chunk: Chunk) -> None:
+        last = chunk.first + chunk.n - 1
+        super().__init__(f"{path}: items {chunk.first}..{last} are damaged (their checksum does not match)")
+        self.chunk = chunk
+
+
+def _chunk(path: str, row: tuple) -> Chunk:
+    """A row of ``items`` as a Chunk, checked: DamagedChunk or DatabaseError if it is damaged."""
+    chunk = Chunk(*row)
+    if type(chunk.n) is not int or type(chunk.data) is not bytes or chunk.n < 1:  # damage can read back NULLs
+        raise sqlite3.DatabaseError(f"{path}: the chunk of item {chunk.first} is malformed "
+                                    f"(n={chunk.n!r}, data of type {type(chunk.data).__name__})")
+    if chunk.crc is not None and zlib.crc32(chunk.data) != chunk.crc:
+        raise DamagedChunk(path, chunk)
+    return chunk
+
+
+def _columns(version: object) -> str:
+    return "first, n, data, crc" if version != 1 else "first, n, data"
 
 
 class ShardReader:
-    """Reads a batch file that this process holds, and records the acknowledged position."""
+    """Reads a batch file that this process holds, and records the acknowledged position.
+
+    Its reads share one read transaction, ended only to record a position: SQLite then takes its
+    lock and checks the file once, not once per chunk (no other connection writes a held file).
+    """
 
     def __init__(self, path: str, durable: bool = False) -> None:
         self.path = path
         self._conn = _connect(path, durable)
         try:
+            self._conn.execute("BEGIN")
             meta = read_meta(self._conn, path)
             self.codec: Codec = get_codec(meta["codec"])
             self.count = int(meta["count"])
             self.acked = int(meta["acked"])
+            self.crashes = int(meta.get("crashes", 0))  # consumers that died holding it (see recovery)
+            self._select = (f"SELECT {_columns(meta['format'])} FROM items "
+                            "WHERE first <= ? ORDER BY first DESC LIMIT 1")
             # The count decides when the file is deleted, so check it against the chunks (a cheap
             # look-up of the last row): a damaged count must not delete items that were never read.
             last = self._conn.execute("SELECT first + n FROM items ORDER BY first DESC LIMIT 1").fetchone()
@@ -134,37 +170,47 @@ class ShardReader:
             raise
 
     def chunk_at(self, position: int) -> Optional[Chunk]:
-        """The chunk that holds item ``position`` (None past the end)."""
-        row = self._conn.execute(
-            "SELECT first, n, data FROM items WHERE first <= ? ORDER BY first DESC LIMIT 1", (position,)
-        ).fetchone()
+        """The chunk that holds item ``position`` (None past the end); DamagedChunk if it changed."""
+        row = self._conn.execute(self._select, (position,)).fetchone()
         if row is None:
             return None
-        first, n, data = row
-        if type(n) is not int or type(data) is not bytes or n < 1:  # a damaged file can read back NULLs
-            raise sqlite3.DatabaseError(f"{self.path}: the chunk of item {first} is malformed "
-                                        f"(n={n!r}, data of type {type(data).__name__})")
-        if first + n <= position:
-            return None
-        return Chunk(first, n, data)
+        chunk = _chunk(self.path, row)
+        return chunk if chunk.first + chunk.n > position else None
 
     def save_acked(self, position: int) -> None:
-        """Record that the first ``position`` items were acknowledged."""
-        self._conn.execute("UPDATE meta SET value = ? WHERE key = 'acked'", (position,))
-        self.acked = position
+        """Record that the first ``position`` items were acknowledged (sqlite3.Error if it failed)."""
+        conn = self._conn
+        try:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'acked'", (position,))
+            conn.execute("COMMIT")
+            self.acked = position
+        except sqlite3.Error:
+            _rollback(conn)
+            raise
+        finally:
+            conn.execute("BEGIN")
 
     def close(self) -> None:
+        _rollback(self._conn)  # the read transaction: nothing to undo
         self._conn.close()
 
     def forget(self) -> sqlite3.Connection:
         return _never_close(self._conn)
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # SQLite rolls back when the connection closes, or recovery does with the journal
+
+
 def read_meta(conn: sqlite3.Connection, path: str) -> Dict[str, object]:
     """The meta table as a dict; ShardFormatError for a version this code does not know."""
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     version = meta.get("format")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ShardFormatError(path, version)
     for key in ("codec", "count", "acked"):
         if key not in meta:
@@ -199,7 +245,7 @@ def inspect(path: str) -> Inspection:
             return Inspection("empty")
         if "meta" in tables:  # the version first: a newer format may lay its tables out otherwise
             version = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            if version is not None and version[0] != FORMAT_VERSION:
+            if version is not None and version[0] not in READABLE_VERSIONS:
                 return Inspection("newer", detail=str(ShardFormatError(path, version[0])))
         if not {"meta", "items"} <= tables:
             return Inspection("corrupt", detail=f"not a turbo_queue batch (tables: {sorted(tables)})")
@@ -219,22 +265,56 @@ def has_journal(path: str) -> bool:
     return any(os.path.lexists(path + suffix) for suffix in ("-journal", "-wal", "-shm"))
 
 
+def chunks_from(conn: sqlite3.Connection, path: str, meta: Dict[str, object], position: int) -> Iterator[Chunk]:
+    """The chunks holding items ``position`` onwards, checked as ``ShardReader.chunk_at`` does."""
+    rows = conn.execute(f"SELECT {_columns(meta['format'])} FROM items WHERE first + n > ? ORDER BY first", (position,))
+    for row in rows:
+        yield _chunk(path, row)
+
+
+def unacknowledged(conn: sqlite3.Connection, path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
+    """Meta and the first ``limit`` unacknowledged items of the batch open in ``conn``.
+
+    Errors as ``read_meta`` and ``chunks_from``; any error of the codec for an undecodable chunk.
+    """
+    meta = read_meta(conn, path)
+    codec = get_codec(str(meta["codec"]))
+    position = int(meta["acked"])  # type: ignore[call-overload]
+    items: List[object] = []
+    chunks = chunks_from(conn, path, meta, position)
+    while len(items) < limit:
+        chunk = next(chunks, None)
+        if chunk is None:
+            break
+        items.extend(codec.decode(chunk.data)[max(0, position - chunk.first):])
+    return meta, items[:limit]
+
+
 def peek(path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
-    """Meta and the first ``limit`` unacknowledged items of a batch, read-only."""
+    """``unacknowledged`` of a batch file, read-only and without a lock."""
     # immutable: take no lock, so a consumer recording its position is never kept waiting
     conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro&immutable=1", uri=True, isolation_level=None)
     try:
-        meta = read_meta(conn, path)
-        codec = get_codec(meta["codec"])
-        position = int(meta["acked"])
-        items: List[object] = []
-        for first, n, data in conn.execute("SELECT first, n, data FROM items WHERE first + n > ? ORDER BY first", (position,)):
-            chunk = codec.decode(data)
-            items.extend(chunk[max(0, position - first):])
-            if len(items) >= limit:
-                break
-        return meta, items[:limit]
+        return unacknowledged(conn, path, limit)
     finally:
         conn.close()
 
 
+def record_crash(path: str, durable: bool = False) -> int:
+    """Count one more consumer that died holding the batch at ``path``; return the count.
+
+    The count is of crashes at the same acknowledged position: a consumer that got further
+    before dying starts it again at 1. The caller holds the file, as recovery does.
+    """
+    conn = _connect(path, durable)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('acked', 'crashes', 'crashed_at')"))
+        same = meta.get("crashed_at") == meta["acked"]
+        crashes = int(meta.get("crashes", 0)) + 1 if same else 1
+        conn.execute("BEGIN")
+        conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         [("crashes", crashes), ("crashed_at", meta["acked"])])
+        conn.execute("COMMIT")
+        return crashes
+    finally:
+        conn.close()

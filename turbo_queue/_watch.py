@@ -1,39 +1,40 @@
-"""Wake waiting consumers and producers when a ``ready_`` file appears or goes (inotify via watchdog).
+"""Wake waiting consumers and producers when a ``ready_`` file appears or goes.
 
-One observer per process watches every queue folder this process waits on. A waiter reads
-``generation`` before it looks at the folder and then waits for it to change, so an event that
-arrives between the look and the wait is never missed.
+On Linux one inotify instance per process, read by one thread, watches every queue folder this
+process waits on, for renames only: a ``ready_`` file appears and goes by rename, and asking the
+kernel for renames alone spares every waiter the events of every SQLite write in the folder.
+Events go straight from that thread to the waiters. Elsewhere a watchdog observer does it.
+
+A waiter reads ``generation`` before it looks at the folder and then waits for it to change, so
+an event that arrives between the look and the wait is never missed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
-from watchdog.events import FileMovedEvent, FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from . import _platform
 
 log = logging.getLogger("turbo_queue")
 
 #: How long a waiter sleeps between looks when the filesystem gives no events (fallback only).
 _POLL = 0.02
 
+_READY = b"ready_"
+_RENAMES = _platform.Inotify.MOVED_FROM | _platform.Inotify.MOVED_TO | _platform.Inotify.ONLYDIR
 
-class FolderEvents(FileSystemEventHandler):
+
+class FolderEvents:
     """Counts the changes of ``ready_`` files in one folder and wakes whoever waits for one."""
 
     def __init__(self, polling: bool = False) -> None:
         self.generation = 0
         self.polling = polling
         self._changed = threading.Condition(threading.Lock())
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        src = os.path.basename(os.fsdecode(event.src_path))
-        dest = os.path.basename(os.fsdecode(event.dest_path or ""))
-        if src.startswith("ready_") or dest.startswith("ready_"):
-            self.notify()
 
     def notify(self) -> None:
         with self._changed:
@@ -48,12 +49,21 @@ class FolderEvents(FileSystemEventHandler):
             if self.generation == generation and timeout > 0:
                 self._changed.wait(timeout)
 
+    # watchdog's handler interface, where there is no inotify
+    def dispatch(self, event: object) -> None:
+        names = (getattr(event, "src_path", ""), getattr(event, "dest_path", "") or "")
+        if any(os.path.basename(os.fsdecode(name)).startswith("ready_") for name in names):
+            self.notify()
+
 
 class _Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._observer: Optional[Observer] = None
+        self._inotify: Optional[_platform.Inotify] = None
+        self._observer: Optional[object] = None  # watchdog's, where there is no inotify
         self._folders: Dict[str, FolderEvents] = {}
+        self._by_wd: Dict[int, FolderEvents] = {}
+        self._folder_of: Dict[int, str] = {}
 
     def events(self, folder: str) -> FolderEvents:
         with self._lock:
@@ -65,14 +75,17 @@ class _Watcher:
     def _schedule(self, folder: str) -> FolderEvents:
         handler = FolderEvents()
         try:
-            if self._observer is None:
-                observer = Observer()
-                observer.daemon = True
-                observer.start()
-                self._observer = observer
-            # Only renames: a ready_ file appears and goes by rename, and asking the kernel for
-            # renames alone spares every waiter the events of every SQLite write in the folder.
-            self._observer.schedule(handler, folder, recursive=False, event_filter=[FileMovedEvent])
+            try:
+                if self._inotify is None:
+                    self._inotify = _platform.Inotify()
+                    threading.Thread(target=self._run, args=(self._inotify,), name="turbo_queue-watch",
+                                     daemon=True).start()
+                wd = self._inotify.add_watch(folder, _RENAMES)
+                self._by_wd[wd], self._folder_of[wd] = handler, folder
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    raise
+                self._watch_with_watchdog(folder, handler)
         except OSError as exc:  # e.g. inotify's per-user instance or watch limit is reached
             log.warning(
                 "turbo_queue: cannot watch %s for changes (%s); looking every %.0f ms instead. "
@@ -82,11 +95,54 @@ class _Watcher:
             handler.polling = True
         return handler
 
+    def _run(self, inotify: _platform.Inotify) -> None:
+        """The reader thread: wake the waiters of each folder where a ready_ file came or went."""
+        while True:
+            try:
+                events = inotify.read()
+            except OSError:  # closed after a fork in this process's child: not ours
+                return
+            woken: Set[FolderEvents] = set()
+            for wd, mask, name in events:
+                if name.startswith(_READY):
+                    handler = self._by_wd.get(wd)
+                    if handler is not None:
+                        woken.add(handler)
+                elif mask & _platform.Inotify.Q_OVERFLOW:  # events were lost: everyone looks again
+                    woken.update(self._by_wd.values())
+                elif mask & _platform.Inotify.IGNORED:  # the folder was removed
+                    woken.update(self._forget_watch(wd))
+            for handler in woken:
+                handler.notify()
+
+    def _forget_watch(self, wd: int) -> Set[FolderEvents]:
+        """A removed folder: its waiters look every _POLL, and the next events() watches it anew."""
+        with self._lock:
+            handler = self._by_wd.pop(wd, None)
+            folder = self._folder_of.pop(wd, None)
+            if handler is None:
+                return set()
+            handler.polling = True
+            if self._folders.get(folder or "") is handler:
+                del self._folders[folder]  # type: ignore[arg-type]
+            return {handler}
+
+    def _watch_with_watchdog(self, folder: str, handler: FolderEvents) -> None:
+        from watchdog.events import FileMovedEvent
+        from watchdog.observers import Observer
+
+        if self._observer is None:
+            observer = Observer()
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
+        self._observer.schedule(handler, folder, recursive=False, event_filter=[FileMovedEvent])  # type: ignore[attr-defined]
+
     def forget(self) -> None:
-        """After fork: the observer's threads do not exist in the child; start afresh when needed."""
-        self._lock = threading.Lock()
-        self._observer = None
-        self._folders = {}
+        """After fork: the reader thread does not exist in the child; start afresh when needed."""
+        if self._inotify is not None:
+            self._inotify.close()  # the child's copy only; the parent's thread reads its own
+        self.__init__()  # type: ignore[misc]
 
 
 _watcher = _Watcher()

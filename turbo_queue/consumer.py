@@ -35,6 +35,12 @@ class Dequeuer:
 
     While the folder is empty it sleeps until a ``ready_`` file appears (inotify), and every
     ``recover_every`` seconds it runs ``recover()`` so a dead process's batches are not stuck.
+
+    Poison items: a chunk that cannot be decoded, or whose checksum shows that its bytes changed,
+    is set aside in a ``bad_`` file of its own and the batch goes on. A batch whose consumer died
+    holding it is read carefully (its position recorded at every call), so that the next crash
+    names the item; once ``max_crashes`` consumers died at the same item, the chunk holding it is
+    set aside too. Such an item is delivered at most ``max_crashes + 1`` times.
     """
 
     def __init__(
@@ -43,6 +49,7 @@ class Dequeuer:
         *,
         ack_every: int = 1000,
         recover_every: float = 30.0,
+        max_crashes: int = 3,
         durable: bool = False,
         allow_network_fs: bool = False,
         counters: Optional[Counters] = None,
@@ -51,6 +58,7 @@ class Dequeuer:
         self._counters = counters  # where Queue counts items at get() time
         self.ack_every = _positive_int("ack_every", ack_every)
         self.recover_every = _positive_number("recover_every", recover_every)
+        self.max_crashes = _positive_int("max_crashes", max_crashes)
         self.durable = bool(durable)
         self.allow_network_fs = bool(allow_network_fs)
         _platform.prepare_folder(self.folder, self.allow_network_fs)
@@ -67,6 +75,7 @@ class Dequeuer:
         self._reader: Optional[ShardReader] = None
         self._taken = 0  # items of the claimed batch returned so far (its position)
         self._next = 0  # position of the first item not yet decoded
+        self._careful = False  # record the position at every call: a consumer died holding this batch
         self._skip: Set[str] = set()  # ready_ files this consumer cannot read (a newer format)
         self._recovered_at = float("-inf")
         self._unsaved: Optional[str] = None  # the batch whose position could not be recorded (warned once)
@@ -77,6 +86,8 @@ class Dequeuer:
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """The next item; ``queue.Empty`` if none comes (at once, or within ``timeout`` seconds)."""
         with self._lock:
+            if self._careful:
+                self._ack_all()
             if not self._items or timeout is not None:
                 self._fill(block, timeout)
             self._taken += 1
@@ -88,6 +99,8 @@ class Dequeuer:
         """Up to ``max_items`` items (at least one), from one batch; ``queue.Empty`` as ``get`` does."""
         _positive_int("max_items", max_items)
         with self._lock:
+            if self._careful:
+                self._ack_all()
             if not self._items or timeout is not None:
                 self._fill(block, timeout)
             items = self._items
@@ -144,7 +157,7 @@ class Dequeuer:
     def __getstate__(self) -> dict:
         return {
             "folder": self.folder, "ack_every": self.ack_every, "recover_every": self.recover_every,
-            "durable": self.durable, "allow_network_fs": self.allow_network_fs,
+            "max_crashes": self.max_crashes, "durable": self.durable, "allow_network_fs": self.allow_network_fs,
         }
 
     def __setstate__(self, state: dict) -> None:
@@ -196,13 +209,8 @@ class Dequeuer:
         assert reader is not None
         if self._taken - reader.acked >= self.ack_every:
             self._save_position(reader)
-        try:
-            chunk = reader.chunk_at(self._next)
-        except sqlite3.DatabaseError as exc:
-            self._quarantine(f"reading it failed ({exc})")
-            return False
+        chunk = self._next_chunk(reader)
         if chunk is None:
-            self._quarantine(f"no chunk holds item {self._next} of the {reader.count} it claims")
             return False
         try:
             items = reader.codec.decode(chunk.data)
@@ -218,6 +226,26 @@ class Dequeuer:
         self._items.extend(items[skip:] if skip else items)
         self._next = chunk.first + chunk.n
         return True
+
+    def _next_chunk(self, reader: ShardReader) -> Optional[Chunk]:
+        """The chunk holding the next item; None if it was set aside or the batch quarantined."""
+        try:
+            chunk = reader.chunk_at(self._next)
+        except _shard.DamagedChunk as exc:
+            if not self._items:  # else set it aside once the items before it are returned
+                self._set_aside(exc.chunk, "its checksum does not match: its bytes changed on disk")
+            return None
+        except sqlite3.DatabaseError as exc:
+            self._quarantine(f"reading it failed ({exc})")
+            return None
+        if chunk is None:
+            self._quarantine(f"no chunk holds item {self._next} of the {reader.count} it claims")
+        return chunk
+
+    def _ack_all(self) -> None:
+        """Record the position of a batch read carefully: every item returned is acknowledged."""
+        if self._reader is not None and self._taken != self._reader.acked:
+            self._save_position(self._reader)
 
     def _claim(self) -> bool:
         if time.monotonic() - self._recovered_at >= self.recover_every:
@@ -247,7 +275,12 @@ class Dequeuer:
             _lifecycle.ensure_exit_hook()  # so that exit hands the batch back, in any process
             self._batch, self._reader = batch, reader
             self._taken = self._next = reader.acked
+            self._careful = reader.crashes > 0
             self.claimed += 1
+            if reader.crashes >= self.max_crashes:
+                chunk = self._next_chunk(reader)
+                if chunk is not None:
+                    self._set_aside(chunk, f"{reader.crashes} consumers died holding item {self._next}")
             return True
 
     def _finish_batch(self) -> None:
@@ -278,7 +311,7 @@ class Dequeuer:
                         "reason": reason}
                 writer = ShardWriter(aside.path, reader.codec, self.durable, meta=meta)
                 try:
-                    writer.append(chunk.n, chunk.data)
+                    writer.append(chunk.n, chunk.data, chunk.crc)
                     writer.finish()
                 except BaseException:
                     writer.abandon()

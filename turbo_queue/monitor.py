@@ -143,20 +143,12 @@ def read_counts(path: str) -> Optional[Tuple[int, int]]:
 def read_items(path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
     """Meta and the first ``limit`` unacknowledged items of a batch, without a lock.
 
-    Same errors as ``read_meta``; ValueError or any error of the codec for an undecodable chunk.
+    Same errors as ``read_meta``; ``_shard.DamagedChunk`` for a chunk whose checksum does not match;
+    ValueError or any error of the codec for an undecodable chunk.
     """
     conn = _open_batch(path)
     try:
-        meta = _shard.read_meta(conn, path)
-        codec = get_codec(str(meta["codec"]))
-        position = int(meta["acked"])  # type: ignore[call-overload]
-        items: List[object] = []
-        rows = conn.execute("SELECT first, n, data FROM items WHERE first + n > ? ORDER BY first", (position,))
-        for first, _n, data in rows:
-            if len(items) >= limit:
-                break
-            items.extend(codec.decode(data)[max(0, position - first):])
-        return meta, items[:limit]
+        return _shard.unacknowledged(conn, path, limit)
     finally:
         conn.close()
 
@@ -569,6 +561,8 @@ def _describe(exc: BaseException) -> str:
         return "permission denied"
     if isinstance(exc, ShardFormatError):
         return f"batch format version {exc.version!r} is newer than this turbo_queue reads"
+    if isinstance(exc, _shard.DamagedChunk):
+        return str(exc).split(": ", 1)[-1]
     if isinstance(exc, sqlite3.DatabaseError):
         return f"not a turbo_queue batch file ({exc})"
     if isinstance(exc, OSError):

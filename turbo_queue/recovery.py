@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
@@ -114,6 +115,7 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
             return
         found = _shard.inspect(batch.path)
         _remove_ignored_journal(batch.path)
+        crashes = _record_crash(batch.path, durable) if found.state == "ok" and state == _folder.CHOSEN else 0
         if found.state == "newer":
             log.error("turbo_queue: %s; recovery left it as it is", found.detail)
             report.refused.append(name)
@@ -131,12 +133,26 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
         else:
             batch.move(_folder.READY, durable)
             log.warning(
-                "turbo_queue: re-queued %s as %s (%d of %d items left)",
+                "turbo_queue: re-queued %s as %s (%d of %d items left%s)",
                 name, batch.name.filename, found.count - found.acked, found.count,
+                f"; its consumer died at item {found.acked}, crash {crashes} there" if crashes else "",
             )
             report.requeued.append(name)
     finally:
         batch.release()
+
+
+def _record_crash(path: str, durable: bool) -> int:
+    """Count the crash of the consumer that held a ``chosen_`` file (see ``Dequeuer(max_crashes)``).
+
+    Not recording it (a full disk) only delays setting a poison item aside; the batch is
+    re-queued either way. Returns the count, 0 when it could not be recorded.
+    """
+    try:
+        return _shard.record_crash(path, durable)
+    except sqlite3.Error as exc:
+        log.warning("turbo_queue: could not count the crash of the consumer of %s (%s)", path, exc)
+        return 0
 
 
 def _remove_ignored_journal(path: str) -> None:

@@ -76,6 +76,25 @@ def test_the_timer_rolls_a_batch_when_no_more_items_come(folder):
     assert drain(folder, 2) == ["lonely", "second"]
 
 
+def test_while_batches_wait_the_timer_lets_a_batch_fill_for_up_to_ten_delays(folder):
+    """Consumers are busy while ready_ files wait: small batches would only add files to read."""
+    with Enqueuer(folder, max_batch_delay=0.5) as enqueuer:
+        enqueuer.put("waiting")
+        enqueuer.flush()
+        enqueuer.put("filling")
+        time.sleep(1.5)  # three delays, well inside the ten it may wait
+        assert len(listing(folder)["ready"]) == 1 and enqueuer.pending == 1
+        with Dequeuer(folder) as consumer:  # a consumer takes the waiting batch: the timer rolls
+            assert consumer.get(timeout=5) == "waiting"
+            assert consumer.get(timeout=10) == "filling"
+        enqueuer.put("alone")
+        enqueuer.put("again")
+        enqueuer.flush()
+        enqueuer.put("patience ends")  # nobody takes the batch that waits: the timer still rolls
+        wait_until(lambda: enqueuer.pending == 0, timeout=20, what="the roll after ten delays")
+    assert drain(folder, 3) == ["alone", "again", "patience ends"]
+
+
 def test_loading_file_is_locked_by_its_producer_until_it_rolls(folder):
     with Enqueuer(folder, max_batch_delay=60, chunk_size=1) as enqueuer:
         enqueuer.put(1)

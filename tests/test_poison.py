@@ -48,30 +48,33 @@ def meta_of(path: str) -> dict:
     return _shard.peek(path, 0)[0]
 
 
-def _consume(folder: str, out: str, fatal: object) -> None:
-    """Write every item got to ``out``; die (SIGKILL) on ``fatal``, as a crash in processing."""
+def _consume(folder: str, out: str, fatal: object, many: int) -> None:
+    """Write every item got to ``out``; die (SIGKILL) on ``fatal``, as a crash in processing.
+
+    ``many``: take items with get_many(many), else one at a time.
+    """
     consumer = Dequeuer(folder, recover_every=3600)
     with open(out, "a") as report:
         while True:
             try:
-                item = consumer.get(timeout=0.2)
+                items = consumer.get_many(many, timeout=0.2) if many else [consumer.get(timeout=0.2)]
             except queue.Empty:
                 consumer.close()
                 return
-            report.write(f"{item!r}\n")
+            report.write("".join(f"{item!r}\n" for item in items))
             report.flush()
-            if item == fatal:
+            if fatal in items:
                 _die()
 
 
-def run_consumers(folder: str, out: str, fatal: object = None, limit: int = 10) -> List[int]:
+def run_consumers(folder: str, out: str, fatal: object = None, many: int = 0, limit: int = 10) -> List[int]:
     """Start consumers one after the other, recovering after each crash, until one finishes.
 
     Returns the exit codes of those that ran.
     """
     codes = []
     for _ in range(limit):
-        proc = FORK.Process(target=_consume, args=(folder, out, fatal))
+        proc = FORK.Process(target=_consume, args=(folder, out, fatal, many))
         proc.start()
         proc.join(60)
         assert proc.exitcode is not None, "a consumer did not finish"
@@ -80,6 +83,15 @@ def run_consumers(folder: str, out: str, fatal: object = None, limit: int = 10) 
             return codes
         recover(folder)
     raise AssertionError(f"consumers kept dying: {codes}")
+
+
+def take_all(consumer: Dequeuer) -> List[Any]:
+    out: List[Any] = []
+    while True:
+        try:
+            out += consumer.get_many(1000, block=False)
+        except queue.Empty:
+            return out
 
 
 def received(out: str) -> List[Any]:
@@ -189,10 +201,25 @@ def test_an_item_that_kills_its_consumer_while_processed_is_set_aside_from_that_
     assert _shard.peek(os.path.join(folder, bad), 100)[1] == [63, 64, 65, 66, 67, 68, 69]
 
 
+def test_get_many_read_carefully_returns_one_chunk_so_the_crash_names_it(folder, tmp_path):
+    put(folder, list(range(100)))  # chunks of 10
+    out = str(tmp_path / "got.txt")
+
+    codes = run_consumers(folder, out, fatal=47, many=25)
+
+    assert codes[-1] == 0 and len(codes) - 1 <= 4
+    (bad,) = listing(folder)["bad"]
+    meta = meta_of(os.path.join(folder, bad))
+    assert meta["set_aside_first"] == 40  # the chunk of item 47, not the one a call of 25 began in
+    aside = _shard.peek(os.path.join(folder, bad), 100)[1]
+    assert 47 in aside and set(aside) <= set(range(40, 50))
+    assert set(received(out)) >= set(range(100)) - set(aside)
+
+
 def test_one_crash_is_not_poison_the_batch_is_read_carefully_and_fully_delivered(folder, tmp_path):
     put(folder, list(range(100)))
     out = str(tmp_path / "got.txt")
-    proc = FORK.Process(target=_consume, args=(folder, out, 30))
+    proc = FORK.Process(target=_consume, args=(folder, out, 30, 0))
     proc.start()
     proc.join(60)
     assert proc.exitcode == -signal.SIGKILL
@@ -206,6 +233,8 @@ def test_one_crash_is_not_poison_the_batch_is_read_carefully_and_fully_delivered
         second = consumer.get()  # acknowledges the first at once: the batch is read carefully
         assert meta_of(os.path.join(folder, listing(folder)["chosen"][0]))["acked"] == first + 1
         rest = consumer.get_many(1000)
+        assert len(rest) <= 10  # read carefully: one chunk per call
+        rest += take_all(consumer)
     assert [first, second] + rest == list(range(first, 100))
     assert listing(folder)["bad"] == []
 
@@ -237,5 +266,5 @@ def test_max_crashes_is_the_number_of_crashes_at_one_item(folder, max_crashes):
     for _ in range(max_crashes):
         _shard.record_crash(os.path.join(folder, name))
     with Dequeuer(folder, max_crashes=max_crashes) as consumer:
-        assert consumer.get_many(100) == list(range(10, 30))
+        assert take_all(consumer) == list(range(10, 30))
     assert len(listing(folder)["bad"]) == 1

@@ -38,8 +38,8 @@ class Dequeuer:
 
     Poison items: a chunk that cannot be decoded, or whose checksum shows that its bytes changed,
     is set aside in a ``bad_`` file of its own and the batch goes on. A batch whose consumer died
-    holding it is read carefully (its position recorded at every call), so that the next crash
-    names the item; once ``max_crashes`` consumers died at the same item, the chunk holding it is
+    holding it is read carefully (its position recorded at every call, ``get_many`` returning items
+    of one chunk only), so that the next crash names the item or its chunk; once ``max_crashes`` consumers died at the same item, the chunk holding it is
     set aside too. Such an item is delivered at most ``max_crashes + 1`` times.
     """
 
@@ -104,7 +104,9 @@ class Dequeuer:
             if not self._items or timeout is not None:
                 self._fill(block, timeout)
             items = self._items
-            while len(items) < max_items and self._reader is not None and self._next < self._reader.count:
+            # Read carefully, a call returns items of one chunk only: a crash then names the chunk.
+            while (len(items) < max_items and not self._careful and self._reader is not None
+                   and self._next < self._reader.count):
                 if not self._read_chunk():  # more of the batch in hand, without waiting
                     break
             if len(items) <= max_items:

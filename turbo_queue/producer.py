@@ -38,13 +38,19 @@ def _positive_number(name: str, value: object) -> float:
     return float(value)
 
 
+#: While ready_ files wait, a batch keeps filling past max_batch_delay, up to this many times it.
+_PATIENCE = 10
+
+
 class Enqueuer:
     """Puts items into the queue folder ``folder``, in batches.
 
     A batch is a ``loading_`` file that only this producer writes. It is rolled to ``ready_``
     (handed over to consumers) when it holds ``batch_size`` items, when its oldest item has waited
     ``max_batch_delay`` seconds (a timer thread does this even when no more items come), and on
-    ``flush()``, ``close()`` and normal process exit. Items are encoded at ``put`` time, so an item
+    ``flush()``, ``close()`` and normal process exit. While other ``ready_`` files wait (consumers
+    are busy), the timer lets the batch fill for up to ten times ``max_batch_delay``: small files
+    would only add work for busy consumers. Items are encoded at ``put`` time, so an item
     the codec cannot take raises ``TypeError`` there.
 
     With ``max_ready_files`` set, a put that would roll a batch while that many ``ready_`` files
@@ -107,6 +113,7 @@ class Enqueuer:
         self._writer: Optional[ShardWriter] = None
         self._batch_items = 0  # items in this batch, pending ones included
         self._deadline: Optional[float] = None  # when the batch must roll
+        self._last_call: float = float("-inf")  # when the timer must roll, whatever waits (see _run_timer)
         self._timer: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None  # a failure of the timer, raised at the next call
 
@@ -232,6 +239,7 @@ class Enqueuer:
         """A batch begins: arm the timer (and the exit hook, which a new process may lack)."""
         _lifecycle.ensure_exit_hook()
         self._deadline = time.monotonic() + self.max_batch_delay
+        self._last_call = self._deadline + (_PATIENCE - 1) * self.max_batch_delay
         if self._timer is None:
             self._timer = threading.Thread(target=self._run_timer, name="turbo_queue-roll-timer", daemon=True)
             self._timer.start()
@@ -333,6 +341,11 @@ class Enqueuer:
                 remaining = self._deadline - time.monotonic()
                 if remaining > 0:
                     self._cond.wait(remaining)
+                    continue
+                if self._deadline < self._last_call and _folder.count_ready(self.folder):
+                    # Consumers are busy (batches wait): a small batch now would only add a file to
+                    # read. Keep filling it, for at most _PATIENCE times max_batch_delay in all.
+                    self._deadline = min(self._deadline + self.max_batch_delay, self._last_call)
                     continue
                 if self.max_ready_files is not None and _folder.count_ready(self.folder) >= self.max_ready_files:
                     events = _watch.events(self.folder)

@@ -25,10 +25,12 @@ import argparse
 import collections
 import ctypes
 import errno
+import io
 import json
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import random
 import re
@@ -1838,6 +1840,107 @@ def scenario_poison(ctx: "Context", result: Result) -> None:
         remove_tree(folder)
 
 
+class _ExitOnLoad:
+    """An item whose unpickling ends the process at once, as a crash in C code or the OOM killer do."""
+
+    def __reduce__(self):
+        return os._exit, (137,)
+
+
+class _Defused(pickle.Unpickler):
+    """Unpickles what _ExitOnLoad made as the string "poison" instead of ending this process."""
+
+    def find_class(self, module: str, name: str):
+        if name == "_exit":
+            return lambda code: "poison"
+        return super().find_class(module, name)
+
+
+def set_aside_ids(folder: str) -> Set[int]:
+    """The ids of the dict items that consumers set aside in bad_ files, read without running
+    the poison in them (pickle codec, as put_many writes a chunk: one pickled list)."""
+    ids: Set[int] = set()
+    for name in groups(folder)["bad"]:
+        path = os.path.join(folder, name)
+        meta = raw_meta(path)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT data FROM items ORDER BY first").fetchall()
+        finally:
+            conn.close()
+        items = [item for (data,) in rows for item in _Defused(io.BytesIO(data)).load()]
+        ids |= {item["id"] for item in items[int(meta["acked"]):] if isinstance(item, dict)}
+    return ids
+
+
+def _consume_reporting(folder: str, report: str, seed: int) -> None:
+    """Take everything with get or get_many, reporting each id once taken; exit 0 when empty."""
+    rng = random.Random(seed)
+    fd = open_report(report)
+    consumer = Dequeuer(folder, recover_every=3600)
+    while True:
+        try:
+            items = [consumer.get(timeout=0.3)] if rng.random() < 0.5 else consumer.get_many(rng.randint(1, 300), timeout=0.3)
+        except queue.Empty:
+            consumer.close()
+            return
+        os.write(fd, b"".join(b"%d\n" % item["id"] for item in items))
+
+
+def scenario_poison_crash(ctx: "Context", result: Result) -> None:
+    """10. A poison item that kills its consumer (at unpickling): consumers die at most
+    max_crashes + 1 times on it, then its chunk is set aside and every other item delivered."""
+    rng = ctx.rng
+    limit = 3  # Dequeuer's default max_crashes
+    deaths_seen = collections.Counter()
+    for run in range(ctx.runs(20, 3, 60)):
+        folder = fresh_folder(ctx.root)
+        context = f"run {run}"
+        count = rng.choice([200, 2000, 9000])
+        where = rng.randrange(count)
+        chunk = rng.choice([1, 10, 100])
+        items: List[object] = [{"id": i} for i in range(count)]
+        items[where] = _ExitOnLoad()
+        with Enqueuer(folder, batch_size=rng.choice([500, 10_000]), chunk_size=chunk, max_batch_delay=3600) as producer:
+            producer.put_many(items)
+        good = set(range(count)) - {where}
+        report = os.path.join(ctx.root, f"pc{run}.log")
+        deaths = 0
+        while True:
+            proc = forked(_consume_reporting, folder, report, rng.randrange(2**32))
+            proc.join(DEADLINE)
+            if proc.exitcode is None:
+                kill(proc)
+                result.fail(f"{context}: a consumer did not finish")
+                break
+            if proc.exitcode == 0:
+                break
+            deaths += 1
+            recover(folder)
+            if deaths > limit + 1:
+                result.fail(f"{context}: consumers died {deaths} times on one poison item (max_crashes {limit})")
+                break
+        deaths_seen[deaths] += 1
+        check_files(folder, result, context, allowed=("bad",))
+        got = report_numbers(report)
+        aside = set_aside_ids(folder)
+        result.runs += 1
+        result.items += count
+        result.duplicated += len(got) - len(set(got))
+        result.unexpected += len(set(got) - good)
+        lost = good - set(got) - aside
+        if lost:
+            result.lost += len(lost)
+            result.fail(f"{context}: {len(lost)} items neither delivered nor set aside")
+        found = groups(folder)
+        if len(found["bad"]) != 1 or found["ready"] or found["chosen"] or found["loading"]:
+            result.fail(f"{context}: expected one bad_ file and nothing else, found {found}")
+        remove_tree(folder)
+        discard(report)
+    result.notes.append("consumer deaths per poison item: "
+                        + ", ".join(f"{d} in {n} runs" for d, n in sorted(deaths_seen.items())))
+
+
 # -- scenario 11: permissions ----------------------------------------------------------------------------
 
 
@@ -2430,6 +2533,7 @@ SCENARIOS: Dict[str, Tuple[str, Callable[[Context, Result], None]]] = {
     "foreign": ("8. foreign entries in the folder", scenario_foreign),
     "fork": ("9. fork: dead parent, inherited queues, os.fork", scenario_fork),
     "poison": ("10. poison items", scenario_poison),
+    "poison_crash": ("10. a poison item that kills its consumer", scenario_poison_crash),
     "permissions": ("11. permissions: read-only, shared by a group", scenario_permissions),
     "soak": ("12. soak with random kills", scenario_soak),
     "durable": ("13. durable: system call order (strace)", scenario_durable),

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
 
 
@@ -37,3 +39,18 @@ def test_turbo_queue_bench_is_the_same_benchmark(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "| 1 | turbo_queue.Queue |" in result.stdout
+
+
+def test_the_zmq_rows_finish_and_count_every_item(tmp_path):
+    pytest.importorskip("zmq")
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--items", "3000", "--sweep", "1,2,8", "--only", "zmq,zmq-lists",
+         "--json", str(out), "--tmp", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads(out.read_text())
+    assert results["timeouts"] == [] and len(results["medians"]) == 6
+    for row in results["medians"]:
+        assert row["items"] == 3000 and row["lost"] == 0 and row["duplicated"] == 0

@@ -137,8 +137,36 @@ class FasterFifoLists(FasterFifo):
     batched = True
 
 
+class _ZmqProducer:
+    """A producer's PUSH socket and the monitor that reports its connections to the consumers."""
+
+    __slots__ = ("sock", "monitor", "consumers")
+
+    def __init__(self, sock: Any, monitor: Any, consumers: int) -> None:
+        self.sock, self.monitor, self.consumers = sock, monitor, consumers
+
+
+def _zmq_await(monitor: Any, event: int, count: int) -> None:
+    """Wait until ``monitor`` has reported ``event`` for ``count`` different endpoints."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    endpoints = set()
+    while len(endpoints) < count:
+        message = recv_monitor_message(monitor)
+        if message["event"] == event:
+            endpoints.add(message["endpoint"])
+
+
 class Zmq(Contender):
-    """PUSH/PULL over ipc://: each consumer binds, every producer connects to all of them."""
+    """PUSH/PULL over ipc://: each consumer binds, every producer connects to all of them.
+
+    A producer is connected to every consumer before the clock starts (a connect that comes before
+    the bind is retried only after 100 ms), and keeps its socket open until every consumer has hung
+    up (they do once all items have arrived). Closing it sooner loses items even with an infinite
+    linger: a consumer whose pipe is at RCVHWM stops reading that connection, the hang-up marks the
+    connection failed, and once the pipe drains libzmq drops it with the rest of the items still
+    unread in the kernel.
+    """
 
     name = "pyzmq PUSH/PULL"
     needs = ("zmq",)
@@ -151,9 +179,11 @@ class Zmq(Contender):
 
         sock = zmq.Context.instance().socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, 10_000)
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         for address in addresses:
             sock.connect(address)
-        return sock
+        _zmq_await(monitor, zmq.EVENT_CONNECTED, len(addresses))
+        return _ZmqProducer(sock, monitor, len(addresses))
 
     def consumer_side(self, addresses, index):
         import zmq
@@ -162,19 +192,19 @@ class Zmq(Contender):
         sock.bind(addresses[index])
         return sock
 
-    def put(self, sock, payload):
-        sock.send_pyobj(payload)
+    def put(self, side, payload):
+        side.sock.send_pyobj(payload)
 
     def get(self, sock):
         if not sock.poll(int(_POLL * 1000)):
             raise queue_module.Empty
         return sock.recv_pyobj()
 
-    def finish_producer(self, sock):
+    def finish_producer(self, side):
         import zmq
 
-        sock.close(linger=-1)
-        zmq.Context.instance().term()  # waits until every message went out (the child exits with os._exit)
+        _zmq_await(side.monitor, zmq.EVENT_DISCONNECTED, side.consumers)
+        zmq.Context.instance().destroy(linger=0)  # nothing is left in flight (the child exits with os._exit)
 
 
 class ZmqLists(Zmq):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
 import errno
 import io
 import json
@@ -41,7 +40,6 @@ import site
 import socket
 import sqlite3
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -58,7 +56,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from turbo_queue import BatchWriteError, Dequeuer, Enqueuer, recover  # noqa: E402
-from turbo_queue import _folder, _shard  # noqa: E402
+from turbo_queue import _folder, _platform, _shard  # noqa: E402
 
 MP = multiprocessing.get_context("fork")
 DEADLINE = 60.0  # for any one thing a run waits for; a hang fails the run instead of stalling it
@@ -270,8 +268,7 @@ def forked(target: Callable, *args: object):
 
 # -- the inotify witness ---------------------------------------------------------------------------
 
-_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
-_IN_Q_OVERFLOW, _IN_CLOEXEC, _IN_NONBLOCK = 0x4000, 0o2000000, 0o4000
+_IN = _platform.Inotify
 
 
 class Witness:
@@ -286,14 +283,16 @@ class Witness:
         self.folder = folder
         self.violations: List[str] = []
         self.events = 0
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._fd = libc.inotify_init1(_IN_CLOEXEC | _IN_NONBLOCK)
-        if self._fd < 0:
-            raise Unavailable(f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
-        mask = _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
-        if libc.inotify_add_watch(self._fd, os.fsencode(folder), mask) < 0:
-            os.close(self._fd)
-            raise Unavailable(f"inotify_add_watch failed: {os.strerror(ctypes.get_errno())}")
+        try:
+            self._inotify = _IN(nonblocking=True)
+        except OSError as exc:
+            raise Unavailable(str(exc)) from None
+        try:
+            self._inotify.add_watch(folder, _IN.MOVED_FROM | _IN.MOVED_TO | _IN.CREATE | _IN.DELETE)
+        except OSError as exc:
+            self._inotify.close()
+            raise Unavailable(str(exc)) from None
+        self._fd = self._inotify.fd
         self._present: Set[str] = set(os.listdir(folder))
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="chaos-witness", daemon=True)
@@ -310,26 +309,21 @@ class Witness:
 
     def _read(self) -> None:
         while True:
-            try:
-                data = os.read(self._fd, 1 << 16)
-            except BlockingIOError:
+            events = self._inotify.read()
+            if not events:
                 return
-            pos = 0
-            while pos < len(data):
-                _wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)  # struct inotify_event
-                name = data[pos + 16:pos + 16 + length].rstrip(b"\0").decode(errors="surrogateescape")
-                pos += 16 + length
-                self._event(mask, name)
+            for _wd, mask, name in events:
+                self._event(mask, name.decode(errors="surrogateescape"))
 
     def _event(self, mask: int, name: str) -> None:
         self.events += 1
-        if mask & _IN_Q_OVERFLOW:
+        if mask & _IN.Q_OVERFLOW:
             self.violations.append("the inotify queue overflowed: some changes were not seen")
             return
-        if mask & (_IN_DELETE | _IN_MOVED_FROM):
+        if mask & (_IN.DELETE | _IN.MOVED_FROM):
             self._present.discard(name)
             return
-        if not mask & (_IN_CREATE | _IN_MOVED_TO):
+        if not mask & (_IN.CREATE | _IN.MOVED_TO):
             return
         self._present.add(name)
         uid, state, journal = self._parse(name)

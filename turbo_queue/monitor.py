@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _folder, _shard
-from ._codecs import get_codec
 from ._errors import ShardFormatError
 
 log = logging.getLogger("turbo_queue")

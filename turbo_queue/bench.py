@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 LIST = 100  # items per list (lists of 100) and per put_many/get_many
@@ -172,7 +173,10 @@ class Zmq(Contender):
     needs = ("zmq",)
 
     def make(self, folder, consumers):
-        return [f"ipc://{folder}/consumer-{i}.sock" for i in range(consumers)]
+        # Linux's abstract socket names: a path under a deep folder can pass the 107 bytes of a
+        # socket address, and nothing is left on disk.
+        tag = uuid.uuid4().hex[:12]
+        return [f"ipc://@turbo_queue-bench-{tag}-{i}" for i in range(consumers)]
 
     def producer_side(self, addresses, index):
         import zmq

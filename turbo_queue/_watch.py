@@ -136,7 +136,8 @@ class _Watcher:
             observer.daemon = True
             observer.start()
             self._observer = observer
-        self._observer.schedule(handler, folder, recursive=False, event_filter=[FileMovedEvent])  # type: ignore[attr-defined]
+        observer = self._observer
+        observer.schedule(handler, folder, recursive=False, event_filter=[FileMovedEvent])  # type: ignore[attr-defined]
 
     def forget(self) -> None:
         """After fork: the reader thread does not exist in the child; start afresh when needed."""

@@ -39,8 +39,9 @@ class Dequeuer:
     Poison items: a chunk that cannot be decoded, or whose checksum shows that its bytes changed,
     is set aside in a ``bad_`` file of its own and the batch goes on. A batch whose consumer died
     holding it is read carefully (its position recorded at every call, ``get_many`` returning items
-    of one chunk only), so that the next crash names the item or its chunk; once ``max_crashes`` consumers died at the same item, the chunk holding it is
-    set aside too. Such an item is delivered at most ``max_crashes + 1`` times.
+    of one chunk only), so that the next crash names the item or its chunk; once ``max_crashes``
+    consumers died at the same item, the chunk holding it is set aside too, from that item on.
+    Such an item is delivered at most ``max_crashes + 1`` times.
     """
 
     def __init__(

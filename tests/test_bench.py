@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -54,3 +55,35 @@ def test_the_zmq_rows_finish_and_count_every_item(tmp_path):
     _, results = run_bench(tmp_path, "--items", "3000", "--sweep", "1,2,8", "--only", "zmq,zmq-lists")
     assert results["timeouts"] == [] and len(results["medians"]) == 6
     assert_every_item_counted(results["medians"], 3000)
+
+
+def _processes_mentioning(text: str) -> List[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass  # gone meanwhile
+    return found
+
+
+def test_a_row_that_does_not_finish_is_killed_with_its_processes_and_folder(tmp_path):
+    from turbo_queue import bench
+
+    row = bench.run_in_fresh_process("turbo_queue.Queue", 2, 2, 100_000_000, str(tmp_path), timeout=3)
+    assert row is None
+    assert list(tmp_path.iterdir()) == []
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # SIGKILL is delivered at once; the kernel may take a moment to reap
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_the_batch_file_costs_come_from_a_real_queue(tmp_path):
+    from turbo_queue import bench
+
+    costs = bench.storage_costs(2000, str(tmp_path), files=5)
+    assert set(costs) == {"put_many_us", "get_many_us", "file_put_us", "file_get_us"}
+    assert all(isinstance(value, float) for value in costs.values())
+    assert list(tmp_path.iterdir()) == []

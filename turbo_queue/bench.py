@@ -19,6 +19,7 @@ import pickle
 import queue as queue_module
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -327,28 +328,34 @@ def run_one(name: str, producers: int, consumers: int, total: int, folder: str) 
 
 
 def _runner(args: argparse.Namespace) -> int:
-    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=args.tmp)
-    try:
-        row = run_one(args.contender, args.producers, args.consumers, args.items, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    print(json.dumps(row))
+    print(json.dumps(run_one(args.contender, args.producers, args.consumers, args.items, args.folder)))
     return 0
 
 
 def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, tmp: str,
                          timeout: float = 300) -> Optional[Dict[str, Any]]:
-    """The row of one run, or None if it did not finish within ``timeout`` seconds."""
+    """The row of one run, or None if it did not finish within ``timeout`` seconds.
+
+    The runner leads a process group of its own, so that a row that does not finish is killed with
+    all its producers and consumers; its queue folder is removed either way.
+    """
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "turbo_queue.bench", "_run", name, str(producers), str(consumers), str(items), tmp],
-            capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "turbo_queue.bench", "_run", name, str(producers), str(consumers), str(items), folder],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        return None
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} P={producers} C={consumers} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} P={producers} C={consumers} failed:\n{err}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 # -- the other measurements ------------------------------------------------------------------------
@@ -364,6 +371,56 @@ def floor(items: int) -> Dict[str, float]:
     done = time.process_time()
     return {"build_us": (built - started) / items * 1e6, "serialize_us": (done - built) / items * 1e6,
             "item_bytes": len(blobs[0]) / LIST}
+
+
+def storage_costs(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
+    """What the batch files cost, in one process (CPU time): per item beyond pickling, and per file.
+
+    ``put_many``/``get_many`` of lists of 100 through batches of 10,000 items, against pickling and
+    unpickling the same lists alone; then ``files`` batches of one list each, put, flushed and got
+    in turn, which is the cost of a batch file on top of its items.
+    """
+    from turbo_queue import Dequeuer, Enqueuer
+
+    lists = [[make_item(i) for i in range(first, min(first + LIST, items))] for first in range(0, items, LIST)]
+    clock = time.process_time
+    started = clock()
+    blobs = [pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL) for chunk in lists]
+    pickled = clock()
+    for blob in blobs:
+        pickle.loads(blob)
+    unpickled = clock()
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        with Enqueuer(folder, batch_size=10_000, max_batch_delay=3600) as producer, Dequeuer(folder) as consumer:
+            put_started = clock()
+            for chunk in lists:
+                producer.put_many(chunk)
+            producer.flush()
+            got_started = clock()
+            got = 0
+            while got < items:
+                got += len(consumer.get_many(LIST))
+            got_done = clock()
+            putting = getting = 0.0
+            for k in range(files):
+                t0 = clock()
+                producer.put_many(lists[k % len(lists)])
+                producer.flush()
+                t1 = clock()
+                consumer.get_many(LIST)
+                putting, getting = putting + t1 - t0, getting + clock() - t1
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    put_us = (got_started - put_started - (pickled - started)) / items * 1e6
+    get_us = (got_done - got_started - (unpickled - pickled)) / items * 1e6
+    one_list = len(lists[0])
+    return {
+        "put_many_us": put_us, "get_many_us": get_us,
+        # a batch of one list costs its items (as in big batches, pickling included) plus the file
+        "file_put_us": putting / files * 1e6 - (put_us * one_list + (pickled - started) / len(lists) * 1e6),
+        "file_get_us": getting / files * 1e6 - (get_us * one_list + (unpickled - pickled) / len(lists) * 1e6),
+    }
 
 
 def _latency_consumer(path: str, samples: int, out: Any, ready: Any) -> None:
@@ -611,7 +668,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default="", help=f"comma-separated contenders among: {', '.join(SHORT)}")
     p.add_argument("--tmp", default="/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
                    help="where queue folders go (default /dev/shm)")
-    p.add_argument("--extras", action="store_true", help="also latency, idle CPU, floor and the taskito shape")
+    p.add_argument("--extras", action="store_true", help="also latency, idle CPU, floor, batch-file costs and the taskito shape")
     p.add_argument("--disk", default=tempfile.gettempdir(),
                    help="where the durable contender's folders go (default the temp dir, on disk)")
     p.add_argument("--backlog", type=int, default=0, help="also the backlog run with this many items (e.g. 5000000)")
@@ -629,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("producers", type=int)
     runner.add_argument("consumers", type=int)
     runner.add_argument("items", type=int)
-    runner.add_argument("tmp")
+    runner.add_argument("folder")
     add_arguments(parser)
     return parser
 
@@ -674,6 +731,10 @@ def run(args: argparse.Namespace) -> int:
         results["floor"] = f = floor(min(args.items, 100_000))
         print(f"\nfloor: building an item {f['build_us']:.2f} us, pickling + unpickling it in a list of 100 "
               f"{f['serialize_us']:.2f} us, {f['item_bytes']:.0f} bytes pickled")
+        results["storage"] = c = storage_costs(min(args.items, 200_000), args.tmp)
+        print(f"batch files, one process: put_many {c['put_many_us']:.2f} us and get_many {c['get_many_us']:.2f} us "
+              f"per item beyond pickling; each batch file {c['file_put_us']:.0f} us for its producer and "
+              f"{c['file_get_us']:.0f} us for its consumer")
         for flush in (False, True):
             lat = latency(200, flush, args.tmp)
             results[f"latency_{'flush' if flush else 'default'}"] = lat

@@ -36,7 +36,7 @@ class Queue:
     ``Queue(maxsize=0)`` makes a temporary folder in memory (``/dev/shm`` when there is one),
     removed when the creating process exits; ``Queue(path=...)`` uses a named folder that separate
     programs can share and that outlives them. The other keyword arguments are those of
-    ``Enqueuer`` and ``Dequeuer``; ``max_batch_delay`` (default 10 ms) bounds how long an item waits
+    ``Enqueuer`` and ``Dequeuer``; ``max_batch_delay`` (default 25 ms) bounds how long an item waits
     before consumers can see it.
     """
 
@@ -46,7 +46,7 @@ class Queue:
         *,
         path: Optional[PathLike] = None,
         batch_size: int = 10_000,
-        max_batch_delay: float = 0.01,
+        max_batch_delay: float = 0.025,
         chunk_size: int = 100,
         codec: str = "pickle",
         durable: bool = False,

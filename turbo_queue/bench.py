@@ -11,7 +11,7 @@ machine noise hits all alike. faster-fifo, pyzmq and matplotlib come with the ``
 from __future__ import annotations
 
 import argparse
-from abc import ABC, abstractmethod
+import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from abc import ABC, abstractmethod
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 LIST = 100  # items per list (lists of 100) and per put_many/get_many
@@ -360,6 +361,13 @@ def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, 
 
 # -- the other measurements ------------------------------------------------------------------------
 
+def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a child process: its CPU time is its own, and the memory it takes
+    stays out of this process (and out of the peak memory of the processes forked from it later)."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(function, *args).result()
+
+
 def floor(items: int) -> Dict[str, float]:
     """Cost per item of building it and pickling/unpickling it inside a list of 100 (one process)."""
     started = time.process_time()
@@ -636,7 +644,7 @@ def chart(rows: List[Dict[str, Any]], path: str) -> Optional[str]:
         return None
     names = list(dict.fromkeys(r["contender"] for r in rows))
     sweep = sorted({r["producers"] for r in rows})
-    fig, ax = plt.subplots(figsize=(10, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 6.5))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
         values = [statistics.median([r["items_per_s"] for r in rows if r["contender"] == name and r["producers"] == p] or [0])
@@ -646,9 +654,9 @@ def chart(rows: List[Dict[str, Any]], path: str) -> Optional[str]:
     ax.set_xticklabels([f"P = C = {p}" for p in sweep])
     ax.set_ylabel("items per second")
     ax.set_title("Moving ~200-byte items between processes (higher is better)")
-    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))  # room below the axes for the legend
     fig.savefig(path, dpi=110)
     return path
 
@@ -728,10 +736,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ndid not finish in time: {', '.join(timeouts)}")
     failed = any(r["lost"] for r in rows)
     if args.extras:
-        results["floor"] = f = floor(min(args.items, 100_000))
+        results["floor"] = f = in_fresh_process(floor, min(args.items, 100_000))
         print(f"\nfloor: building an item {f['build_us']:.2f} us, pickling + unpickling it in a list of 100 "
               f"{f['serialize_us']:.2f} us, {f['item_bytes']:.0f} bytes pickled")
-        results["storage"] = c = storage_costs(min(args.items, 200_000), args.tmp)
+        results["storage"] = c = in_fresh_process(storage_costs, min(args.items, 200_000), args.tmp)
         print(f"batch files, one process: put_many {c['put_many_us']:.2f} us and get_many {c['get_many_us']:.2f} us "
               f"per item beyond pickling; each batch file {c['file_put_us']:.0f} us for its producer and "
               f"{c['file_get_us']:.0f} us for its consumer")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import pickle
 import queue
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -87,6 +89,25 @@ def test_a_waiting_consumer_wakes_when_a_batch_arrives(folder):
             enqueuer.put("wake up")
         thread.join(30)
     assert got == ["wake up"]
+
+
+def test_a_waiting_consumer_looks_again_when_a_held_ready_file_is_let_go(folder):
+    # Whoever renames a batch to ready_ (its producer, a consumer handing it back, recovery) holds
+    # its lock for an instant after the rename, whose event has already woken the consumers: no
+    # event says when it lets go, so a consumer that found the file held must look again on its own.
+    put_batches(folder, ["late"])
+    (ready,) = listing(folder)["ready"]
+    fd = os.open(os.path.join(folder, ready), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    got = []
+    with Dequeuer(folder) as dequeuer:
+        thread = threading.Thread(target=lambda: got.append(dequeuer.get(timeout=60)))
+        thread.start()
+        time.sleep(0.3)  # it has looked, found the file held, and waits
+        assert got == [] and listing(folder)["ready"] == [ready]
+        os.close(fd)  # let go, without a rename
+        thread.join(10)  # waiting for an event instead would take the whole minute
+        assert got == ["late"]
 
 
 def test_the_claimed_batch_is_chosen_and_locked_and_deleted_when_done(folder):

@@ -185,7 +185,8 @@ def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional
     """Lock ``filename`` and rename it to ``to_state``; None if another process got there first.
 
     The lock is taken before the rename (so the file is never ours without it), and the file is
-    checked to still be the one that was locked: losing is normal, not an error.
+    checked to still be the one that was locked: losing is normal, not an error. ``Held`` if
+    another process holds the lock.
     """
     path = os.path.join(folder, filename)
     name = parse_name(filename)
@@ -206,9 +207,12 @@ def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional
     batch = Batch(folder, name, fd)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or not _platform.try_lock(fd):
+        if not stat.S_ISREG(info.st_mode):
             batch.release()
             return None
+        if not _platform.try_lock(fd):
+            batch.release()
+            raise Held(path)
         try:
             now = os.lstat(path)
             if (now.st_ino, now.st_dev) != (info.st_ino, info.st_dev):
@@ -241,18 +245,35 @@ class SymlinkRefused(EntryRefused):
         super().__init__(errno.ELOOP, "a symlink in place of a batch file is never followed", path)
 
 
+class Held(Exception):
+    """Another process holds the lock of a batch file (``args[0]`` is its path).
+
+    A live owner of a ``loading_`` or ``chosen_`` file holds it. A ``ready_`` file is held for an
+    instant after its rename by the process that handed it over (which lets go once the rename is
+    done: no event says when), or by a consumer between its lock and its rename to ``chosen_``.
+    """
+
+
 def claim(folder: str, skip: frozenset = frozenset()) -> Optional[Batch]:
-    """Claim the oldest ``ready_`` file this process can get (``chosen_``), or None.
+    """Claim the oldest ``ready_`` file this process can get (``chosen_``), or None if there is none.
 
     The oldest is tried first, so one consumer sees batches in hand-over order; after losing a
     race a consumer picks at random among the next few, so that many consumers spread out.
+    ``Held`` if ready_ files were there but all held by other processes: look again soon.
     """
     names = [name for name in ready_in_order(folder) if name not in skip]
     index = 0
+    held: Optional[Held] = None
     while index < len(names):
-        batch = take(folder, names[index], READY, CHOSEN)
-        if batch is not None:
-            return batch
+        try:
+            batch = take(folder, names[index], READY, CHOSEN)
+        except Held as exc:
+            held = exc
+        else:
+            if batch is not None:
+                return batch
         del names[index]
         index = random.randrange(min(_SPREAD, len(names))) if names else 0
+    if held is not None:
+        raise held
     return None

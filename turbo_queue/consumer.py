@@ -20,6 +20,11 @@ from .recovery import recover
 
 log = logging.getLogger("turbo_queue")
 
+#: How soon a consumer looks again at ready_ files that were all held by other processes: the
+#: process that handed a file over lets go of it just after the rename that woke the consumer.
+#: The wait doubles while they stay held (a stopped process may hold one), up to the last value.
+_HELD_RETRY = (0.002, 0.1)
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -80,6 +85,7 @@ class Dequeuer:
         self._skip: Set[str] = set()  # ready_ files this consumer cannot read (a newer format)
         self._recovered_at = float("-inf")
         self._unsaved: Optional[str] = None  # the batch whose position could not be recorded (warned once)
+        self._held_wait = 0.0  # > 0: the last look found ready_ files all held by others; look again this soon
         self.claimed = 0  # batches claimed so far
 
     # -- the public calls ------------------------------------------------------------------
@@ -187,7 +193,7 @@ class Dequeuer:
                 raise queue.Empty
             self._lock.release()  # other threads may get, or close, while this one waits
             try:
-                events.wait(generation, min(remaining, self.recover_every))
+                events.wait(generation, min(remaining, self._held_wait or self.recover_every))
             finally:
                 self._lock.acquire()
             if self._closed:
@@ -257,10 +263,15 @@ class Dequeuer:
         while True:
             try:
                 batch = _folder.claim(self.folder, frozenset(self._skip))
+            except _folder.Held:  # by whoever handed it over, for an instant: no event will say when it lets go
+                first, most = _HELD_RETRY
+                self._held_wait = min(2 * self._held_wait, most) if self._held_wait else first
+                return False
             except _folder.EntryRefused as exc:  # a symlink, a socket, a file of a user we may not read
                 log.warning("turbo_queue: %s: %s; left as it is", exc.filename, exc.strerror)
                 self._skip.add(os.path.basename(exc.filename))
                 continue
+            self._held_wait = 0.0
             if batch is None:
                 return False
             try:

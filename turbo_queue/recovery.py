@@ -98,6 +98,9 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
         return
     try:
         batch = _folder.take(folder, name, state, state)
+    except _folder.Held:  # its owner is alive
+        report.live.append(name)
+        return
     except _folder.EntryRefused as exc:  # a symlink since the look above, or a file we may not open
         log.warning("turbo_queue: %s: %s; left as it is", path, exc.strerror)
         report.refused.append(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -87,3 +88,20 @@ def test_the_batch_file_costs_come_from_a_real_queue(tmp_path):
     assert set(costs) == {"put_many_us", "get_many_us", "file_put_us", "file_get_us"}
     assert all(isinstance(value, float) for value in costs.values())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_a_row_kills_its_processes_too(tmp_path):
+    code = ("from turbo_queue import bench; "
+            f"bench.run_in_fresh_process('turbo_queue.Queue', 2, 2, 100_000_000, {str(tmp_path)!r})")
+    driver = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not _processes_mentioning(f"{tmp_path}/turbo_queue-bench-") and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the row's runner runs (the folder it is given is in its command line)
+    time.sleep(1)
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(60) != 0  # KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(tmp_path)) == []

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer
+from turbo_queue import Dequeuer, Enqueuer, _folder
 from turbo_queue._platform import is_locked
 
 from .conftest import listing, run_python
@@ -91,23 +91,51 @@ def test_a_waiting_consumer_wakes_when_a_batch_arrives(folder):
     assert got == ["wake up"]
 
 
+def hold(folder, filename):
+    """Lock a batch file as another process would (its producer just after the rename); the descriptor."""
+    fd = os.open(os.path.join(folder, filename), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def test_a_waiting_consumer_looks_again_when_a_held_ready_file_is_let_go(folder):
     # Whoever renames a batch to ready_ (its producer, a consumer handing it back, recovery) holds
     # its lock for an instant after the rename, whose event has already woken the consumers: no
     # event says when it lets go, so a consumer that found the file held must look again on its own.
     put_batches(folder, ["late"])
     (ready,) = listing(folder)["ready"]
-    fd = os.open(os.path.join(folder, ready), os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    fd = hold(folder, ready)
     got = []
     with Dequeuer(folder) as dequeuer:
-        thread = threading.Thread(target=lambda: got.append(dequeuer.get(timeout=60)))
-        thread.start()
-        time.sleep(0.3)  # it has looked, found the file held, and waits
-        assert got == [] and listing(folder)["ready"] == [ready]
-        os.close(fd)  # let go, without a rename
+        thread = threading.Thread(target=lambda: got.append(dequeuer.get(timeout=60)), daemon=True)
+        try:
+            thread.start()
+            deadline = time.monotonic() + 30
+            while not dequeuer._held_wait and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert dequeuer._held_wait, "the consumer never found the file held"
+            assert got == [] and listing(folder)["ready"] == [ready]
+        finally:
+            os.close(fd)  # let go, without a rename
         thread.join(10)  # waiting for an event instead would take the whole minute
         assert got == ["late"]
+
+
+def test_claim_takes_a_free_ready_file_and_says_when_all_were_held(folder):
+    put_batches(folder, ["a"], ["b"], ["c"])
+    first, second, third = _folder.ready_in_order(folder)
+    fds = [hold(folder, first), hold(folder, third)]
+    try:
+        batch = _folder.claim(folder)
+        assert batch is not None and batch.name == _folder.parse_name(second).as_state(_folder.CHOSEN)
+        batch.release()
+        with pytest.raises(_folder.Held):
+            _folder.claim(folder)  # the chosen_ one is not a candidate; both ready_ ones are held
+        assert _folder.claim(folder, frozenset({first, third})) is None  # skipped ones are not held ones
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert sorted(listing(folder)["ready"]) == sorted([first, third])
 
 
 def test_the_claimed_batch_is_chosen_and_locked_and_deleted_when_done(folder):

@@ -348,10 +348,12 @@ def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, 
         )
         try:
             out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        except BaseException as exc:  # the time ran out, or Ctrl-C (which the group of its own does not get)
+            os.killpg(proc.pid, signal.SIGKILL)  # before it is reaped: its group id cannot be anyone else's yet
             proc.communicate()
-            return None
+            if isinstance(exc, subprocess.TimeoutExpired):
+                return None
+            raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if proc.returncode != 0:
@@ -390,7 +392,8 @@ def storage_costs(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
     """
     from turbo_queue import Dequeuer, Enqueuer
 
-    lists = [[make_item(i) for i in range(first, min(first + LIST, items))] for first in range(0, items, LIST)]
+    items -= items % LIST  # whole lists only
+    lists = [[make_item(i) for i in range(first, first + LIST)] for first in range(0, items, LIST)]
     clock = time.process_time
     started = clock()
     blobs = [pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL) for chunk in lists]
@@ -422,7 +425,7 @@ def storage_costs(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
         shutil.rmtree(folder, ignore_errors=True)
     put_us = (got_started - put_started - (pickled - started)) / items * 1e6
     get_us = (got_done - got_started - (unpickled - pickled)) / items * 1e6
-    one_list = len(lists[0])
+    one_list = LIST
     return {
         "put_many_us": put_us, "get_many_us": get_us,
         # a batch of one list costs its items (as in big batches, pickling included) plus the file

@@ -21,8 +21,9 @@ from .recovery import recover
 log = logging.getLogger("turbo_queue")
 
 #: How soon a consumer looks again at ready_ files that were all held by other processes: the
-#: process that handed a file over lets go of it just after the rename that woke the consumer.
-#: The wait doubles while they stay held (a stopped process may hold one), up to the last value.
+#: process that handed a file over lets go of it just after the rename that woke the consumer
+#: (after an fsync of the folder, when durable). The wait doubles while they stay held (a
+#: stopped process may hold one), up to the last value.
 _HELD_RETRY = (0.002, 0.1)
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -191,9 +192,10 @@ class Dequeuer:
             remaining = self.recover_every if deadline is None else deadline - time.monotonic()
             if not block or remaining <= 0:
                 raise queue.Empty
+            wait = min(remaining, self.recover_every, self._held_wait or self.recover_every)
             self._lock.release()  # other threads may get, or close, while this one waits
             try:
-                events.wait(generation, min(remaining, self._held_wait or self.recover_every))
+                events.wait(generation, wait)
             finally:
                 self._lock.acquire()
             if self._closed:
@@ -373,7 +375,6 @@ class Dequeuer:
         batch, reader = self._batch, self._reader
         if batch is None or reader is None:
             return
-        self._batch, self._reader = None, None
         try:
             if self._taken >= reader.count:
                 reader.close()
@@ -388,6 +389,8 @@ class Dequeuer:
             batch.move(_folder.READY, self.durable)
         finally:
             batch.release()  # whatever failed, never keep the lock: recover() then re-queues the file
+            # Only now: a child forked meanwhile (by another thread) must close its copy of the lock.
+            self._batch, self._reader = None, None
 
     def _close_at_exit(self) -> None:
         self.close()

@@ -347,15 +347,16 @@ class Enqueuer:
                     # read. Keep filling it, for at most _PATIENCE times max_batch_delay in all.
                     self._deadline = min(self._deadline + self.max_batch_delay, self._last_call)
                     continue
-                if self.max_ready_files is not None and _folder.count_ready(self.folder) >= self.max_ready_files:
+                if self.max_ready_files is not None:
                     events = _watch.events(self.folder)
-                    generation = events.generation
-                    self._lock.release()
-                    try:
-                        events.wait(generation, 1.0)
-                    finally:
-                        self._lock.acquire()
-                    continue
+                    generation = events.generation  # before the look: a change after it then ends the wait
+                    if _folder.count_ready(self.folder) >= self.max_ready_files:
+                        self._lock.release()
+                        try:
+                            events.wait(generation, 1.0)
+                        finally:
+                            self._lock.acquire()
+                        continue
                 try:
                     self._roll()
                 except BatchWriteError as exc:

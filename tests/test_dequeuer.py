@@ -138,6 +138,31 @@ def test_claim_takes_a_free_ready_file_and_says_when_all_were_held(folder):
     assert sorted(listing(folder)["ready"]) == sorted([first, third])
 
 
+def _signal_and_wait(started, stop):
+    started.set()
+    stop.wait(60)
+
+
+def test_a_forked_child_never_keeps_a_batch_lock_of_its_parent(folder):
+    # Whoever holds the batch in the parent (here a bare one, as recovery or a hand-back under way
+    # in another thread hold theirs): once the parent lets go, the file must be free.
+    put_batches(folder, ["x"])
+    (ready,) = listing(folder)["ready"]
+    batch = _folder.take(folder, ready, _folder.READY, _folder.READY)
+    assert batch is not None
+    ctx = multiprocessing.get_context("fork")
+    started, stop = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_signal_and_wait, args=(started, stop))
+    child.start()
+    try:
+        assert started.wait(60)  # the child runs: its fork hooks are done
+        batch.release()
+        assert is_locked(os.path.join(folder, ready)) is False
+    finally:
+        stop.set()
+        child.join(60)
+
+
 def test_the_claimed_batch_is_chosen_and_locked_and_deleted_when_done(folder):
     put_batches(folder, [1, 2, 3])
     with Dequeuer(folder) as dequeuer:

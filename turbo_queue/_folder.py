@@ -13,6 +13,7 @@ import re
 import stat
 import time
 import uuid
+import weakref
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import _platform
@@ -58,12 +59,13 @@ def parse_creating(filename: str) -> Optional[BatchName]:
 class Batch:
     """A batch file this process holds under an exclusive flock on ``fd``."""
 
-    __slots__ = ("folder", "name", "fd")
+    __slots__ = ("folder", "name", "fd", "__weakref__")
 
     def __init__(self, folder: str, name: BatchName, fd: int) -> None:
         self.folder = folder
         self.name = name
         self.fd = fd
+        _held.add(self)
 
     @property
     def path(self) -> str:
@@ -86,12 +88,27 @@ class Batch:
 
     def release(self) -> None:
         """Drop the flock (closing the descriptor releases it; done last: R4)."""
+        _held.discard(self)
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
 
     def __repr__(self) -> str:
         return f"Batch({self.path!r})"
+
+
+#: The batches this process holds. A forked child closes its copies of their descriptors, or the
+#: parent's flock would live on in the child (R5) whoever holds the batch: a producer, a consumer,
+#: recovery, or a hand-back under way in another thread at the fork.
+_held: "weakref.WeakSet[Batch]" = weakref.WeakSet()
+
+
+def _let_go_after_fork() -> None:
+    for batch in list(_held):
+        batch.release()
+
+
+os.register_at_fork(after_in_child=_let_go_after_fork)
 
 
 def create(folder: str) -> Batch:

@@ -192,7 +192,9 @@ class Dequeuer:
             remaining = self.recover_every if deadline is None else deadline - time.monotonic()
             if not block or remaining <= 0:
                 raise queue.Empty
-            wait = min(remaining, self.recover_every, self._held_wait or self.recover_every)
+            wait = min(remaining, self.recover_every)
+            if self._held_wait:  # ready_ files were all held: no event will say when they are let go
+                wait = min(wait, self._held_wait)
             self._lock.release()  # other threads may get, or close, while this one waits
             try:
                 events.wait(generation, wait)
@@ -375,6 +377,7 @@ class Dequeuer:
         batch, reader = self._batch, self._reader
         if batch is None or reader is None:
             return
+        self._batch, self._reader = None, None
         try:
             if self._taken >= reader.count:
                 reader.close()
@@ -389,16 +392,13 @@ class Dequeuer:
             batch.move(_folder.READY, self.durable)
         finally:
             batch.release()  # whatever failed, never keep the lock: recover() then re-queues the file
-            # Only now: a child forked meanwhile (by another thread) must close its copy of the lock.
-            self._batch, self._reader = None, None
 
     def _close_at_exit(self) -> None:
         self.close()
 
     def _forget_after_fork(self) -> None:
+        # Its batch's lock: _folder closes the child's copy of every batch lock.
         if self._reader is not None:
             _lifecycle.keep_inherited(self._reader.forget())
-        if self._batch is not None:
-            self._batch.release()
         self._counters = None  # the parent's: a child counts in counters of its own
         self._reset()

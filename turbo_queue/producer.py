@@ -367,10 +367,9 @@ class Enqueuer:
         self.close()
 
     def _forget_after_fork(self) -> None:
-        # The child must not flush the parent's items, nor keep its lock or SQLite connection.
+        # The child must not flush the parent's items, nor close its SQLite connection (_folder
+        # closes the child's copy of every batch lock).
         if self._writer is not None:
             _lifecycle.keep_inherited(self._writer.forget())
-        if self._batch is not None:
-            self._batch.release()
         self._counters = None  # the parent's: a child counts in counters of its own
         self._reset()

@@ -14,10 +14,10 @@ import os
 import queue
 from typing import Any, Generator, Optional
 
-from . import _folder
-from .consumer import Dequeuer
-from .producer import Enqueuer
-from .recovery import recover
+from .. import _folder
+from ..consumer import Dequeuer
+from ..producer import Enqueuer
+from ..recovery import recover
 
 
 class _Setting:

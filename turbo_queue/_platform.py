@@ -57,6 +57,16 @@ def lock(fd: int) -> None:
     _fcntl.flock(fd, _fcntl.LOCK_EX)
 
 
+def lock_shared(fd: int) -> None:
+    """Take a shared flock on ``fd``, waiting while another process holds it exclusively."""
+    require_flock()
+    _fcntl.flock(fd, _fcntl.LOCK_SH)
+
+
+def unlock(fd: int) -> None:
+    _fcntl.flock(fd, _fcntl.LOCK_UN)
+
+
 def is_locked(path: str) -> bool | None:
     """Whether a live process holds the flock of ``path`` (None: the file is gone).
 

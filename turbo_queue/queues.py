@@ -178,8 +178,12 @@ class Queue:
                 if self._enqueuer is not None:
                     self._enqueuer.close()
             finally:
-                if self._dequeuer is not None:
-                    self._dequeuer.close()
+                try:
+                    if self._dequeuer is not None:
+                        self._dequeuer.close()
+                finally:
+                    if self._counters is not None:  # its counts go into the folder's total
+                        self._counters.retire()
 
     def join_thread(self) -> None:
         """Kept for the interface: ``close()`` has already flushed everything (no feeder thread)."""

@@ -16,9 +16,10 @@ from queue import Empty, Full
 from typing import Any, Iterable, List, Optional, Union
 
 from . import _counters, _lifecycle, _platform
+from ._checks import check_timeout
 from ._counters import DONE
 from .consumer import Dequeuer
-from .producer import Enqueuer, check_timeout
+from .producer import Enqueuer
 
 PathLike = Union[str, "os.PathLike[str]"]
 

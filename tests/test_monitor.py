@@ -18,6 +18,7 @@ from typing import Callable, List
 import pytest
 
 from turbo_queue import Dequeuer, Enqueuer, monitor
+from turbo_queue.monitor import reading
 from turbo_queue._shard import ShardReader
 
 from .conftest import listing
@@ -223,7 +224,7 @@ def test_reading_takes_no_lock_so_a_consumer_can_always_write_its_position(folde
     path = os.path.join(folder, name)
     consumer = ShardReader(path)  # what a Dequeuer holds
     try:
-        reader = monitor._connect_read_only(path)
+        reader = reading._connect_read_only(path)
         cursor = reader.execute("SELECT first, n, data FROM items")
         cursor.fetchone()  # a read in progress
         consumer.save_acked(7)

@@ -19,7 +19,6 @@ import os
 import socket
 import sqlite3
 import zlib
-import urllib.parse
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from ._codecs import Codec, get_codec
@@ -288,16 +287,6 @@ def unacknowledged(conn: sqlite3.Connection, path: str, limit: int) -> Tuple[Dic
             break
         items.extend(codec.decode(chunk.data)[max(0, position - chunk.first):])
     return meta, items[:limit]
-
-
-def peek(path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
-    """``unacknowledged`` of a batch file, read-only and without a lock."""
-    # immutable: take no lock, so a consumer recording its position is never kept waiting
-    conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro&immutable=1", uri=True, isolation_level=None)
-    try:
-        return unacknowledged(conn, path, limit)
-    finally:
-        conn.close()
 
 
 def record_crash(path: str, durable: bool = False) -> int:

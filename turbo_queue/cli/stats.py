@@ -1,0 +1,53 @@
+"""``turbo-queue stats``: the figures of queue folders once, as text, JSON or Prometheus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from . import _exit
+from ._args import HelpFormatter, seconds, unique_folders
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "stats", parents=[common], help="the figures of queue folders once, as text, JSON or Prometheus",
+        formatter_class=HelpFormatter,
+        description="One look at each queue folder: files by state, backlog in items, age of the oldest ready "
+                    "batch, live and orphaned files. With --sample it watches the folders first and adds what "
+                    "was published and consumed meanwhile. --json prints a document whose schema is described "
+                    "in the README (its \"schema\" key is its version); --prometheus prints the Prometheus text "
+                    "format. Only reads: takes no lock, renames nothing.",
+        epilog="examples:\n"
+               "  turbo-queue stats /var/queues/events\n"
+               "  turbo-queue stats /var/queues/in /var/queues/out --json | jq '.queues[].backlog_items'\n"
+               "  turbo-queue stats /var/queues/events --json --sample 10      with rates over 10 s\n"
+               "  turbo-queue stats /var/queues/events --prometheus > /var/lib/node_exporter/turbo_queue.prom\n\n"
+               + _exit.HELP,
+    )
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s)")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON document (see the README for its schema)")
+    output.add_argument("--prometheus", action="store_true", help="print the Prometheus text exposition format")
+    p.add_argument("--sample", type=seconds, default=0.0, metavar="SECONDS",
+                   help="watch the folders this long first, to count what is published and consumed (default 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..monitor import blocks_for, prometheus_text, render, sample, stats_document
+
+    folders = unique_folders(args.folders)
+    figures = sample(folders, args.sample)
+    code = _exit.problems(figures, "stats")
+    if args.json:
+        print(json.dumps(stats_document(figures, args.sample), indent=2))
+    elif args.prometheus:
+        sys.stdout.write(prometheus_text(figures, counters=args.sample > 0))
+    else:
+        width = shutil.get_terminal_size().columns
+        lines = render(figures, width, blocks=blocks_for(sys.stdout))
+        print("\n".join(text for text, _ in lines))
+    return code

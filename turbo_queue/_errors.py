@@ -34,7 +34,7 @@ class ShardFormatError(TurboQueueError):
 
 
 class BatchWriteError(TurboQueueError, OSError):
-    """Writing a batch failed (disk full, I/O error). The batch was not published.
+    """Writing a batch failed (disk full, I/O error). The batch was not handed over.
 
     ``items`` is how many items the failed batch held; they were not handed over.
     The queue stays usable: the next put starts a new batch.

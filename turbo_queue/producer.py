@@ -262,7 +262,7 @@ class Enqueuer:
         self._deadline = None
 
     def _fail(self, exc: BaseException, doing: str) -> BatchWriteError:
-        """Drop the batch that hit an I/O error; nothing of it is published."""
+        """Drop the batch that hit an I/O error; nothing of it is handed over."""
         lost = self._batch_items + len(self._pending)
         path = self._batch.path if self._batch else self.folder
         if self._counts is not None:

@@ -16,7 +16,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], co
         "monitor", parents=[common], help="a live view of queue folders: files, backlog, rates, orphans",
         formatter_class=HelpFormatter,
         description="A live terminal view of each queue: its loading_/ready_/chosen_/bad_ files, the backlog in "
-                    "items, the age of the oldest ready batch, batches and items per second published and "
+                    "items, the age of the oldest ready batch, batches and items per second handed over and "
                     "consumed (with a sparkline of the last seconds), which files belong to live processes and "
                     "which are orphaned, waiting for recovery. It is driven by filesystem events and only "
                     "reads: it takes no lock and renames nothing. A folder that does not exist yet is waited "

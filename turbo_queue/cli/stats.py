@@ -17,7 +17,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], co
         formatter_class=HelpFormatter,
         description="One look at each queue folder: files by state, backlog in items, age of the oldest ready "
                     "batch, live and orphaned files. With --sample it watches the folders first and adds what "
-                    "was published and consumed meanwhile. --json prints a document whose schema is described "
+                    "was handed over and consumed meanwhile. --json prints a document whose schema is described "
                     "in the README (its \"schema\" key is its version); --prometheus prints the Prometheus text "
                     "format. Only reads: takes no lock, renames nothing.",
         epilog="examples:\n"
@@ -32,7 +32,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], co
     output.add_argument("--json", action="store_true", help="print a JSON document (see the README for its schema)")
     output.add_argument("--prometheus", action="store_true", help="print the Prometheus text exposition format")
     p.add_argument("--sample", type=seconds, default=0.0, metavar="SECONDS",
-                   help="watch the folders this long first, to count what is published and consumed (default 0)")
+                   help="watch the folders this long first, to count what is handed over and consumed (default 0)")
     p.set_defaults(run=run)
 
 

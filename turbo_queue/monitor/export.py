@@ -30,7 +30,7 @@ def stats_document(figures: Sequence[QueueFigures], sample_seconds: float) -> Di
             "live": None if one.live is None else dict(sorted(one.live.items())),
             "orphaned": one.orphaned,
             "unreadable": list(one.problems),
-            "published": None if one.published_total is None else one.published_total.as_dict(),
+            "handed_over": None if one.handed_over_total is None else one.handed_over_total.as_dict(),
             "consumed": None if one.consumed_total is None else one.consumed_total.as_dict(),
         })
     return {"schema": JSON_SCHEMA, "time": round(now, 3), "sample_seconds": sample_seconds, "queues": queues}
@@ -80,9 +80,9 @@ def prometheus_text(figures: Sequence[QueueFigures], counters: bool = True) -> s
            (({"queue": one.folder}, round(one.oldest_ready_age or 0.0, 3)) for one in ok))
     if counters:
         for name, attr, index, text in (
-            ("turbo_queue_batches_published_total", "published_total", "batches",
+            ("turbo_queue_batches_handed_over_total", "handed_over_total", "batches",
              "Batches handed over (loading_ renamed ready_)."),
-            ("turbo_queue_items_published_total", "published_total", "items", "Items in the batches handed over."),
+            ("turbo_queue_items_handed_over_total", "handed_over_total", "items", "Items in the batches handed over."),
             ("turbo_queue_batches_consumed_total", "consumed_total", "batches",
              "Batches finished by consumers (chosen_ deleted)."),
             ("turbo_queue_items_consumed_total", "consumed_total", "items", "Items acknowledged by consumers."),
@@ -91,9 +91,9 @@ def prometheus_text(figures: Sequence[QueueFigures], counters: bool = True) -> s
                    (({"queue": one.folder}, getattr(getattr(one, attr), index))
                     for one in figures if getattr(one, attr) is not None))
         family("turbo_queue_batches_uncounted_total", "counter",
-               "Batches published or consumed that were gone before their item count could be read; "
+               "Batches handed over or consumed that were gone before their item count could be read; "
                "the items_*_total counters leave their items out.",
                (({"queue": one.folder, "flow": flow}, getattr(one, attr).uncounted)
-                for one in figures for flow, attr in (("published", "published_total"), ("consumed", "consumed_total"))
+                for one in figures for flow, attr in (("handed_over", "handed_over_total"), ("consumed", "consumed_total"))
                 if getattr(one, attr) is not None))
     return "\n".join(out) + "\n"

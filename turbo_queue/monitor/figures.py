@@ -26,14 +26,14 @@ HISTORY = 600
 #: The files whose owners hold their flock.
 HELD = (_folder.LOADING, _folder.CHOSEN)
 #: What a tracker counts, per second and in total.
-_FLOW = ("batches_published", "items_published", "uncounted_published",
+_FLOW = ("batches_handed_over", "items_handed_over", "uncounted_handed_over",
          "batches_consumed", "items_consumed", "uncounted_consumed")
 _COUNTED = (_folder.READY, _folder.CHOSEN)
 
 
 @dataclass
 class Flow:
-    """Batches and items that moved (published or consumed) over ``seconds`` seconds.
+    """Batches and items that moved (handed over or consumed) over ``seconds`` seconds.
 
     ``uncounted`` of the batches were gone before their item count could be read (a consumer
     finished them first), so ``items`` leaves their items out.
@@ -69,7 +69,7 @@ class QueueFigures:
     ``backlog_items`` counts the unacknowledged items of the ``ready_`` and ``chosen_`` batches
     (a ``loading_`` batch is still being filled and is not opened); ``uncounted_batches`` of them
     could not be read, so the backlog leaves them out. The flows are None unless the folder was
-    watched: ``published``/``consumed`` over the last ``RATE_WINDOW`` seconds, the ``*_total``
+    watched: ``handed_over``/``consumed`` over the last ``RATE_WINDOW`` seconds, the ``*_total``
     ones since watching began, ``*_history`` items per second, one entry a second, oldest first.
     """
 
@@ -85,11 +85,11 @@ class QueueFigures:
     oldest_ready_epoch: Optional[int] = None
     problems: List[str] = field(default_factory=list)
     names: Optional[List[str]] = None
-    published: Optional[Flow] = None
+    handed_over: Optional[Flow] = None
     consumed: Optional[Flow] = None
-    published_total: Optional[Flow] = None
+    handed_over_total: Optional[Flow] = None
     consumed_total: Optional[Flow] = None
-    published_history: List[int] = field(default_factory=list)
+    handed_over_history: List[int] = field(default_factory=list)
     consumed_history: List[int] = field(default_factory=list)
 
     @property
@@ -105,12 +105,12 @@ class _TrackedBatch:
 
     __slots__ = ("count", "acked", "credited", "baseline", "state", "stale", "seen")
 
-    def __init__(self, state: str, seen: float, published: bool = False) -> None:
+    def __init__(self, state: str, seen: float, handed_over: bool = False) -> None:
         self.count: Optional[int] = None
         self.acked = 0
         # Items of it counted as consumed: None until its position is first read, when the items
         # acknowledged before watching began (``baseline``) are taken as done, not as new.
-        self.credited: Optional[int] = 0 if published else None
+        self.credited: Optional[int] = 0 if handed_over else None
         self.baseline = 0
         self.state = state
         self.stale = False  # handed back: its position must be read again
@@ -247,7 +247,7 @@ class QueueTracker:
             if before is None or after is None or before.uid != after.uid:
                 return
             if before.state == _folder.LOADING and after.state == _folder.READY:
-                self._published(after, counts)
+                self._handed_over(after, counts)
             elif after.state == _folder.READY:  # a consumer or recovery handed it back
                 batch = self._batches.get(after.uid)
                 if batch is not None:
@@ -279,10 +279,10 @@ class QueueTracker:
                 else:
                     self._add(batches_consumed=1, uncounted_consumed=1)
 
-    def _published(self, name: _folder.BatchName, counts: Optional[Tuple[int, int]]) -> None:
+    def _handed_over(self, name: _folder.BatchName, counts: Optional[Tuple[int, int]]) -> None:
         batch = self._batches.get(name.uid)
         if batch is None:
-            batch = self._batches[name.uid] = _TrackedBatch(_folder.READY, time.monotonic(), published=True)
+            batch = self._batches[name.uid] = _TrackedBatch(_folder.READY, time.monotonic(), handed_over=True)
         elif batch.baseline:
             # A look at the folder got to it before this event did, and took what its consumer had
             # acknowledged as done before watching: it was not, it is all new.
@@ -297,9 +297,9 @@ class QueueTracker:
                 if self._read(name.as_state(state).filename, batch, []):
                     break
         if batch.count is None:
-            self._add(batches_published=1, uncounted_published=1)
+            self._add(batches_handed_over=1, uncounted_handed_over=1)
         else:
-            self._add(batches_published=1, items_published=batch.count)
+            self._add(batches_handed_over=1, items_handed_over=batch.count)
 
     def _add(self, **counts: int) -> None:
         second = int(time.monotonic())
@@ -331,15 +331,15 @@ class QueueTracker:
         window = min(RATE_WINDOW, watched)
         recent = [sum(b[i + 1] for b in self._history if b[0] > clock - RATE_WINDOW) for i in range(len(_FLOW))]
         bp, ip, up, bc, ic, uc = recent
-        figures.published, figures.consumed = Flow(bp, ip, window, up), Flow(bc, ic, window, uc)
+        figures.handed_over, figures.consumed = Flow(bp, ip, window, up), Flow(bc, ic, window, uc)
         bp, ip, up, bc, ic, uc = self._totals
-        figures.published_total, figures.consumed_total = Flow(bp, ip, watched, up), Flow(bc, ic, watched, uc)
+        figures.handed_over_total, figures.consumed_total = Flow(bp, ip, watched, up), Flow(bc, ic, watched, uc)
         now_second = int(clock)
         per_second = {b[0]: b for b in self._history}
         span = min(HISTORY, int(watched) + 1)
         seconds = range(now_second - span + 1, now_second + 1)
-        items_published, items_consumed = _FLOW.index("items_published") + 1, _FLOW.index("items_consumed") + 1
-        figures.published_history = [per_second[s][items_published] if s in per_second else 0 for s in seconds]
+        items_handed_over, items_consumed = _FLOW.index("items_handed_over") + 1, _FLOW.index("items_consumed") + 1
+        figures.handed_over_history = [per_second[s][items_handed_over] if s in per_second else 0 for s in seconds]
         figures.consumed_history = [per_second[s][items_consumed] if s in per_second else 0 for s in seconds]
 
 

@@ -103,13 +103,13 @@ def render_queue(figures: QueueFigures, width: int, blocks: str = BLOCKS,
     age = figures.oldest_ready_age
     backlog += "   oldest ready: " + ("none" if age is None else _age(age))
     lines.append((backlog, ""))
-    flows = (("published", figures.published, figures.published_total, figures.published_history),
+    flows = (("handed over", figures.handed_over, figures.handed_over_total, figures.handed_over_history),
              ("consumed", figures.consumed, figures.consumed_total, figures.consumed_history))
     for label, now, total, history in flows:
         if now is None or total is None:
-            lines.append((f"  {label:<9}  not measured (watch the queue: monitor, or --sample SECONDS)", "dim"))
+            lines.append((f"  {label:<11} not measured (watch the queue: monitor, or --sample SECONDS)", "dim"))
             continue
-        rates = f"  {label:<9}  {_rate(now.batches_per_second):>6} batches/s  {_rate(now.items_per_second):>9} items/s"
+        rates = f"  {label:<11} {_rate(now.batches_per_second):>6} batches/s  {_rate(now.items_per_second):>9} items/s"
         totals = f"total {plural(total.batches, 'batch', 'batches')}, {plural(total.items, 'item')}"
         if total.uncounted:
             one = total.uncounted == 1

@@ -1,6 +1,6 @@
 """Watching queue folders: a ``Session`` feeds filesystem events (watchdog) to the trackers.
 
-A ``loading_`` -> ``ready_`` rename is a batch published, a ``chosen_`` file deleted is a batch
+A ``loading_`` -> ``ready_`` rename is a batch handed over, a ``chosen_`` file deleted is a batch
 consumed. The folder is listed again only when an event says it changed.
 """
 
@@ -250,7 +250,7 @@ class _Handler:
             src, dest = os.path.basename(src), os.path.basename(dest)
             counts = None
             if kind == "moved" and src.startswith(("loading_", "ready_")) and dest.startswith(("ready_", "chosen_")):
-                # Published or claimed: read its count now, in this thread, before a consumer can
+                # Handed over or claimed: read its count now, in this thread, before a consumer can
                 # finish the batch (the owner of the session may be busy drawing).
                 counts = _counts_of_moving(self.path, dest)
             self.session.post(self.tracker, kind, src, dest, counts)

@@ -7,6 +7,8 @@ import math
 import os
 from typing import Dict, List, Sequence, Tuple
 
+from . import _exit
+
 
 class HelpFormatter(argparse.HelpFormatter):
     """Wraps prose paragraphs of the description and epilog; keeps example and table lines as written
@@ -21,6 +23,19 @@ class HelpFormatter(argparse.HelpFormatter):
             else:
                 out.append(super()._fill_text(paragraph, width, indent))
         return "\n\n".join(out)
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser,
+                name: str, *, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` with the options of ``common``: its description wrapped, then its
+    ``examples`` (lines as written) and the exit codes."""
+    return commands.add_parser(name, parents=[common], help=help, formatter_class=HelpFormatter,
+                               description=description, epilog="examples:\n" + examples + "\n" + _exit.HELP)
+
+
+def add_sample_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """``--sample SECONDS``: watch the folders this long first, to measure what moves."""
+    p.add_argument("--sample", type=seconds, default=0.0, metavar="SECONDS", help=help)
 
 
 def seconds(text: str) -> float:

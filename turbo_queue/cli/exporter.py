@@ -13,7 +13,7 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 from . import _exit
-from ._args import HelpFormatter, parse_listen, unique_folders
+from ._args import add_command, parse_listen, unique_folders
 
 if TYPE_CHECKING:
     import http.server
@@ -23,23 +23,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("turbo_queue")
 
 
+DESCRIPTION = f"""\
+Serves the figures of each queue at http://HOST:PORT/metrics in the Prometheus text format, one
+`queue` label per folder, kept up to date from filesystem events; the *_total counters count from
+when the exporter started. It listens on 127.0.0.1 (this machine only) unless told otherwise. A
+folder that does not exist yet is reported as turbo_queue_folder_exists 0 until it appears. Stops on
+Ctrl-C (exit {_exit.INTERRUPTED}) or SIGTERM (exit {_exit.OK}).
+"""
+EXAMPLES = """\
+  turbo-queue exporter /var/queues/events
+  turbo-queue exporter /var/queues/in /var/queues/out --listen 127.0.0.1:9464
+  turbo-queue exporter /var/queues/events --listen 0.0.0.0:9464    every interface
+  curl -s http://127.0.0.1:9464/metrics
+"""
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "exporter", parents=[common], help="serve the figures of queue folders to Prometheus over HTTP",
-        formatter_class=HelpFormatter,
-        description="Serves the figures of each queue at http://HOST:PORT/metrics in the Prometheus text "
-                    "format, one `queue` label per folder, kept up to date from filesystem events; the "
-                    "*_total counters count from when the exporter started. It listens on 127.0.0.1 (this "
-                    "machine only) unless told otherwise. A folder that does not exist yet is reported as "
-                    "turbo_queue_folder_exists 0 until it appears. Stops on Ctrl-C (exit 130) or SIGTERM "
-                    "(exit 0).",
-        epilog="examples:\n"
-               "  turbo-queue exporter /var/queues/events\n"
-               "  turbo-queue exporter /var/queues/in /var/queues/out --listen 127.0.0.1:9464\n"
-               "  turbo-queue exporter /var/queues/events --listen 0.0.0.0:9464    every interface\n"
-               "  curl -s http://127.0.0.1:9464/metrics\n\n"
-               + _exit.HELP,
-    )
+    p = add_command(commands, common, "exporter", help="serve the figures of queue folders to Prometheus over HTTP",
+                    description=DESCRIPTION, examples=EXAMPLES)
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s) to serve")
     p.add_argument("--listen", default="127.0.0.1:9464", metavar="HOST:PORT",
                    help="address to listen on (default 127.0.0.1:9464; [::1]:PORT for IPv6; port 0: any free port)")

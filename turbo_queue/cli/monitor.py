@@ -8,31 +8,32 @@ import sys
 import time
 
 from . import _exit
-from ._args import HelpFormatter, seconds, unique_folders
+from ._args import add_command, add_sample_argument, unique_folders
+
+
+DESCRIPTION = f"""\
+A live terminal view of each queue: its loading_/ready_/chosen_/bad_ files, the backlog in items,
+the age of the oldest ready batch, batches and items per second handed over and consumed (with a
+sparkline of the last seconds), which files belong to live processes and which are orphaned, waiting
+for recovery. It is driven by filesystem events and only reads: it takes no lock and renames
+nothing. A folder that does not exist yet is waited for. Keys: q quits, l shows or hides the ls -C
+listing; Ctrl-C quits too (exit {_exit.INTERRUPTED}).
+"""
+EXAMPLES = """\
+  turbo-queue monitor /var/queues/events
+  turbo-queue monitor /var/queues/in /var/queues/out --ls
+  turbo-queue monitor /var/queues/events --once              one look, for scripts
+  turbo-queue monitor /var/queues/events --once --sample 5   ...with rates over 5 s
+"""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "monitor", parents=[common], help="a live view of queue folders: files, backlog, rates, orphans",
-        formatter_class=HelpFormatter,
-        description="A live terminal view of each queue: its loading_/ready_/chosen_/bad_ files, the backlog in "
-                    "items, the age of the oldest ready batch, batches and items per second handed over and "
-                    "consumed (with a sparkline of the last seconds), which files belong to live processes and "
-                    "which are orphaned, waiting for recovery. It is driven by filesystem events and only "
-                    "reads: it takes no lock and renames nothing. A folder that does not exist yet is waited "
-                    "for. Keys: q quits, l shows or hides the ls -C listing; Ctrl-C quits too (exit 130).",
-        epilog="examples:\n"
-               "  turbo-queue monitor /var/queues/events\n"
-               "  turbo-queue monitor /var/queues/in /var/queues/out --ls\n"
-               "  turbo-queue monitor /var/queues/events --once              one look, for scripts\n"
-               "  turbo-queue monitor /var/queues/events --once --sample 5   ...with rates over 5 s\n\n"
-               + _exit.HELP,
-    )
+    p = add_command(commands, common, "monitor", help="a live view of queue folders: files, backlog, rates, orphans",
+                    description=DESCRIPTION, examples=EXAMPLES)
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s) to watch")
     p.add_argument("--ls", action="store_true", help="also show the folder as `ls -C` does")
     p.add_argument("--once", action="store_true", help="print one picture and exit (no terminal needed)")
-    p.add_argument("--sample", type=seconds, default=0.0, metavar="SECONDS",
-                   help="with --once: watch this long first, to measure the rates (default 0: no rates)")
+    add_sample_argument(p, "with --once: watch this long first, to measure the rates (default 0: no rates)")
     p.set_defaults(run=run)
 
 

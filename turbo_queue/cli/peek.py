@@ -12,24 +12,26 @@ import sys
 from .. import _folder
 from .._errors import ShardFormatError
 from . import _exit
-from ._args import HelpFormatter, positive_int
+from ._args import add_command, positive_int
+
+
+DESCRIPTION = """\
+Shows the first unacknowledged items of a batch file, decoded with the codec recorded in it, without
+consuming or changing anything (no lock is taken). Given a queue folder, it shows the batch a
+consumer would take next: the oldest ready_ one. A loading_ file is refused: its producer is still
+writing it. Decoding a pickle batch runs pickle, which can run code: peek only at folders you trust,
+as you would consume them.
+"""
+EXAMPLES = """\
+  turbo-queue peek /var/queues/events                 the next batch in line
+  turbo-queue peek /var/queues/events/bad_1732400000_0b6c9a4e-5d2f-4c1e-9a8b-3f1d2e4c5b6a.db -n 3
+  turbo-queue peek /var/queues/events -n 100 --json
+"""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "peek", parents=[common], help="show the first items of a batch without taking them",
-        formatter_class=HelpFormatter,
-        description="Shows the first unacknowledged items of a batch file, decoded with the codec recorded in "
-                    "it, without consuming or changing anything (no lock is taken). Given a queue folder, it "
-                    "shows the batch a consumer would take next: the oldest ready_ one. A loading_ file is "
-                    "refused: its producer is still writing it. Decoding a pickle batch runs pickle, which can "
-                    "run code: peek only at folders you trust, as you would consume them.",
-        epilog="examples:\n"
-               "  turbo-queue peek /var/queues/events                 the next batch in line\n"
-               "  turbo-queue peek /var/queues/events/bad_1732400000_0b6c9a4e-5d2f-4c1e-9a8b-3f1d2e4c5b6a.db -n 3\n"
-               "  turbo-queue peek /var/queues/events -n 100 --json\n\n"
-               + _exit.HELP,
-    )
+    p = add_command(commands, common, "peek", help="show the first items of a batch without taking them",
+                    description=DESCRIPTION, examples=EXAMPLES)
     p.add_argument("target", metavar="FILE_OR_FOLDER", help="a batch file, or a queue folder")
     p.add_argument("-n", type=positive_int, default=10, metavar="N", help="how many items to show (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON document (items that JSON cannot hold as their repr)")

@@ -8,39 +8,39 @@ import shutil
 import sys
 
 from . import _exit
-from ._args import HelpFormatter, seconds, unique_folders
+from ._args import add_command, add_sample_argument, unique_folders
+
+
+DESCRIPTION = """\
+One look at each queue folder: files by state, backlog in items, age of the oldest ready batch, live
+and orphaned files. With --sample it watches the folders first and adds what was handed over and
+consumed meanwhile. --json prints a document whose schema is described in the README (its "schema"
+key is its version); --prometheus prints the Prometheus text format. Only reads: takes no lock,
+renames nothing.
+"""
+EXAMPLES = """\
+  turbo-queue stats /var/queues/events
+  turbo-queue stats /var/queues/in /var/queues/out --json | jq '.queues[].backlog_items'
+  turbo-queue stats /var/queues/events --json --sample 10      with rates over 10 s
+  turbo-queue stats /var/queues/events --prometheus > /var/lib/node_exporter/turbo_queue.prom
+"""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "stats", parents=[common], help="the figures of queue folders once, as text, JSON or Prometheus",
-        formatter_class=HelpFormatter,
-        description="One look at each queue folder: files by state, backlog in items, age of the oldest ready "
-                    "batch, live and orphaned files. With --sample it watches the folders first and adds what "
-                    "was handed over and consumed meanwhile. --json prints a document whose schema is described "
-                    "in the README (its \"schema\" key is its version); --prometheus prints the Prometheus text "
-                    "format. Only reads: takes no lock, renames nothing.",
-        epilog="examples:\n"
-               "  turbo-queue stats /var/queues/events\n"
-               "  turbo-queue stats /var/queues/in /var/queues/out --json | jq '.queues[].backlog_items'\n"
-               "  turbo-queue stats /var/queues/events --json --sample 10      with rates over 10 s\n"
-               "  turbo-queue stats /var/queues/events --prometheus > /var/lib/node_exporter/turbo_queue.prom\n\n"
-               + _exit.HELP,
-    )
+    p = add_command(commands, common, "stats", help="the figures of queue folders once, as text, JSON or Prometheus",
+                    description=DESCRIPTION, examples=EXAMPLES)
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s)")
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON document (see the README for its schema)")
     output.add_argument("--prometheus", action="store_true", help="print the Prometheus text exposition format")
-    p.add_argument("--sample", type=seconds, default=0.0, metavar="SECONDS",
-                   help="watch the folders this long first, to count what is handed over and consumed (default 0)")
+    add_sample_argument(p, "watch the folders this long first, to count what is handed over and consumed (default 0)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..monitor import blocks_for, prometheus_text, render, sample, stats_document
 
-    folders = unique_folders(args.folders)
-    figures = sample(folders, args.sample)
+    figures = sample(unique_folders(args.folders), args.sample)
     code = _exit.problems(figures, "stats")
     if args.json:
         print(json.dumps(stats_document(figures, args.sample), indent=2))

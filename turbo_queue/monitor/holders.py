@@ -65,10 +65,8 @@ def holders(folder: str, names: Iterable[str]) -> Optional[Holders]:
     found = Holders({}, [], [])
     suspects: Dict[str, os.stat_result] = {}
     for name in names:
-        try:
-            info = os.lstat(os.path.join(folder, name))
-        except FileNotFoundError:
-            found.gone.append(name)
+        info = _look(folder, name, found)
+        if info is None:
             continue
         pid = first.get(_lock_key(info))
         if pid is None:
@@ -78,10 +76,8 @@ def holders(folder: str, names: Iterable[str]) -> Optional[Holders]:
     if suspects:
         second = read_locks() or {}
         for name, before in suspects.items():
-            try:
-                now = os.lstat(os.path.join(folder, name))
-            except FileNotFoundError:
-                found.gone.append(name)
+            now = _look(folder, name, found)
+            if now is None:
                 continue
             pid = second.get(_lock_key(now))
             if pid is not None:
@@ -92,3 +88,12 @@ def holders(folder: str, names: Iterable[str]) -> Optional[Holders]:
                 found.live[name] = 0  # it changed between the looks: somebody is working on it
     found.orphaned.sort()
     return found
+
+
+def _look(folder: str, name: str, found: Holders) -> Optional[os.stat_result]:
+    """``name``'s lstat, or None when it was renamed or deleted (then it is noted as gone)."""
+    try:
+        return os.lstat(os.path.join(folder, name))
+    except FileNotFoundError:
+        found.gone.append(name)
+        return None

@@ -17,7 +17,7 @@ import os
 import threading
 import uuid
 import weakref
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import _platform
 
@@ -83,7 +83,8 @@ class Totals:
             done += view[DONE]
         return put, got, done
 
-    def _open(self, name: str):  # type: ignore[no-untyped-def]
+    def _open(self, name: str) -> Optional[memoryview]:
+        """A view of the counter file ``name`` (mapped once, then kept); None if it is not one yet."""
         if not name.endswith(".cnt"):
             return None
         try:

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Iterator, List, Optional, Set, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Set, Union
 
 from . import _folder, _lifecycle, _platform, _shard, _watch
 from ._checks import check_timeout, positive_int, positive_number
@@ -164,15 +164,15 @@ class Dequeuer:
         held = self._batch.name.filename if self._batch else "no batch"
         return f"<Dequeuer {self.folder!r} {'closed' if self._closed else held}>"
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> Dict[str, Any]:
         return {
             "folder": self.folder, "ack_every": self.ack_every, "recover_every": self.recover_every,
             "max_crashes": self.max_crashes, "durable": self.durable, "allow_network_fs": self.allow_network_fs,
         }
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         folder = state.pop("folder")
-        self.__init__(folder, **state)  # type: ignore[misc]
+        type(self).__init__(self, folder, **state)
 
     # -- inside ----------------------------------------------------------------------------
 

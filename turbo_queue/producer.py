@@ -8,7 +8,7 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _folder, _lifecycle, _platform, _watch
 from ._checks import check_timeout, positive_int, positive_number
@@ -199,7 +199,7 @@ class Enqueuer:
         state = "closed" if self._closed else f"{self._batch_items} items in the current batch"
         return f"<Enqueuer {self.folder!r} codec={self.codec} {state}>"
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> Dict[str, Any]:
         # A copy for another process carries the address and settings, never files or threads.
         return {
             "folder": self.folder, "batch_size": self.batch_size, "max_batch_delay": self.max_batch_delay,
@@ -207,9 +207,9 @@ class Enqueuer:
             "durable": self.durable, "allow_network_fs": self.allow_network_fs,
         }
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         folder = state.pop("folder")
-        self.__init__(folder, **state)  # type: ignore[misc]
+        type(self).__init__(self, folder, **state)
 
     # -- inside ----------------------------------------------------------------------------
 

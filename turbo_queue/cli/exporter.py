@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         session.start()
         session.figures()  # the first look before serving: what was there before is not counted as new
         thread.start()
-        bound_host, bound_port = server.server_address[:2]
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+        bound_host, bound_port = str(server.server_address[0]), server.server_address[1]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         if not args.quiet:
             print(f"turbo-queue exporter: serving {plural(len(folders), 'queue')} at "
                   f"http://{shown}:{bound_port}/metrics", flush=True)

@@ -50,7 +50,7 @@ class LiveView:
             return _exit.OK
         finally:
             self._write("\x1b[?25h\x1b[?1049l")  # show the cursor, back to the normal screen
-            if saved is not None:
+            if saved is not None and self.keys is not None:
                 try:
                     termios.tcsetattr(self.keys, termios.TCSADRAIN, saved)
                 except termios.error:
@@ -101,9 +101,9 @@ class LiveView:
                 ready = self.session.wait(next_tick - now, keys)
             else:  # just drawn: sleep until the next picture may be drawn
                 ready = self.session.wait(last_draw + REDRAW_EVERY - now, keys, events=False)
-            if ready:
+            if ready and self.keys is not None:  # the keys are the only fd waited on
                 try:
-                    typed = os.read(self.keys, 64)  # type: ignore[arg-type]
+                    typed = os.read(self.keys, 64)
                 except OSError:
                     typed = b""
                 if not typed or b"q" in typed.lower():

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"turbo-queue peek: {path}: its items cannot be decoded ({type(exc).__name__}: {exc})",
               file=sys.stderr)
         return _exit.BAD_DATA
-    count, acked = int(meta["count"]), int(meta["acked"])  # type: ignore[call-overload]
+    count, acked = int(meta["count"]), int(meta["acked"])
     if args.json:
         print(json.dumps({"file": path, "codec": meta["codec"], "count": count, "acked": acked,
                           "created_by": meta.get("created_by"), "items": items}, indent=2, default=_to_json))

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import stat
 import urllib.parse
-from typing import Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from .. import _shard
 from .._errors import ShardFormatError
@@ -56,7 +56,7 @@ def _open_batch(path: str) -> sqlite3.Connection:
         raise
 
 
-def read_meta(path: str) -> Dict[str, object]:
+def read_meta(path: str) -> _shard.Meta:
     """The ``meta`` table of a batch file, read without a lock.
 
     Raises OSError (missing, unreadable, not a regular file), ShardFormatError (a newer format)
@@ -78,10 +78,10 @@ def read_counts(path: str) -> Optional[Tuple[int, int]]:
         meta = read_meta(path)
     except FileNotFoundError:
         return None
-    return int(meta["count"]), int(meta["acked"])  # type: ignore[call-overload]
+    return int(meta["count"]), int(meta["acked"])
 
 
-def read_items(path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
+def read_items(path: str, limit: int) -> Tuple[_shard.Meta, List[Any]]:
     """Meta and the first ``limit`` unacknowledged items of a batch, without a lock.
 
     Same errors as ``read_meta``; ``_shard.DamagedChunk`` for a chunk whose checksum does not match;

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import IO, Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Sequence, TextIO, Tuple
 
 from .figures import QueueFigures
 
@@ -155,7 +155,8 @@ def render(figures: Sequence[QueueFigures], width: int, *, listing: bool = False
     return lines
 
 
-def blocks_for(stream: IO[str]) -> str:
+def blocks_for(stream: TextIO) -> str:
+    """The sparkline's blocks, or ASCII ones where ``stream``'s encoding cannot show them."""
     try:
         BLOCKS.encode(stream.encoding or "ascii")
         return BLOCKS

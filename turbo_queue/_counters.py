@@ -140,8 +140,8 @@ class Totals:
                 return -1
             self._lock_pid = os.getpid()
         return self._lock_fd
-
     def _open(self, name: str) -> Optional[memoryview]:
+        """A view of the counter file ``name`` (mapped once, then kept); None if it is not one."""
         try:
             fd = os.open(os.path.join(self._where, name), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -53,17 +53,24 @@ class Counters:
     def __init__(self, folder: str) -> None:
         where = os.path.join(folder, FOLDER)
         _platform.make_folder(where)
-        name = f"{os.getpid()}_{uuid.uuid4().hex}.cnt"
-        making = os.path.join(where, _MAKING + name)
-        fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _platform.FILE_MODE)
-        try:
-            os.ftruncate(fd, _SIZE)
-            _platform.try_lock(fd)  # held while this process lives: a free lock means it is gone
-            os.rename(making, os.path.join(where, name))  # only a locked file is ever seen as .cnt
-            self._map = mmap.mmap(fd, _SIZE)
-        except BaseException:
+        while True:
+            name = f"{os.getpid()}_{uuid.uuid4().hex}.cnt"
+            making = os.path.join(where, _MAKING + name)
+            fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _platform.FILE_MODE)
+            try:
+                # Held while this process lives: a free lock means it is gone. Only a locked file
+                # is ever seen as .cnt; a reader that found this one unlocked removes it: again.
+                if _platform.try_lock(fd):
+                    os.ftruncate(fd, _SIZE)
+                    os.rename(making, os.path.join(where, name))
+                    self._map = mmap.mmap(fd, _SIZE)
+                    break
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
             os.close(fd)
-            raise
         self._fd = fd
         self._where = where
         #: The counters as int64s: PUT, GOT, DONE. Each slot has one writer in this process
@@ -186,8 +193,11 @@ def _fold_if_dead(where: str, name: str) -> int:
     try:
         if not _platform.try_lock(fd):
             return 0  # its process lives
-        if name.startswith(_MAKING):  # its maker died before it counted anything
-            os.unlink(path)
+        if name.startswith(_MAKING):  # its maker died, or has not locked it yet: it makes another
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             return 0
         data = os.pread(fd, _COUNTS.size, 0)
         counts = _COUNTS.unpack(data) if len(data) == _COUNTS.size else (0, 0, 0)

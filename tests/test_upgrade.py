@@ -70,8 +70,8 @@ def test_a_folder_of_0_8_0_drains_in_the_order_it_was_loaded(folder):
 
 def test_a_folder_of_0_5_2_drains_ready_and_orphaned_files(folder):
     now = int(time.time())
-    old_batch(folder, old_name("ready", now - 3), ["a", "b"])
-    old_batch(folder, old_name("chosen", now - 2), ["c"])  # its Dequeue died reading it
+    old_batch(folder, old_name("ready", now - 4), ["a", "b"])
+    old_batch(folder, old_name("chosen", now - 3), ["c"])  # its Dequeue died reading it
     old_batch(folder, old_name("chosen", now - 2, ".db_3"), ["d"])  # with a proc_num
     old_batch(folder, old_name("loading", now - 1), ["e"])
 

@@ -8,7 +8,7 @@ are read back with the package's own reader.
 
 Children are forked (``multiprocessing`` "fork" context) so that dozens of them stay cheap. The
 random kill points use a random delay; everything else waits for a real condition with a deadline.
-Each randomized test prints its seed in its failure messages (set TURBO_QUEUE_CRASH_SEED to replay).
+Each randomized test prints its seed in its failure messages (set TURBO_QUEUE_SEED to replay).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import pytest
 from turbo_queue import Dequeuer, Enqueuer, recover
 from turbo_queue import _folder
 
-import chaos  # tools/chaos.py (tests/conftest.py puts tools/ on sys.path)
+from tests.support import drain, listing, wait_for
+from tools.faults import folder as chaos_folder, processes as chaos_processes, tally as chaos_tally
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -40,7 +41,7 @@ def procs():
     started: List[multiprocessing.Process] = []
 
     def start(target: Callable, *args: object) -> multiprocessing.Process:
-        proc = chaos.forked(target, *args)
+        proc = chaos_processes.forked(target, *args)
         started.append(proc)
         return proc
 
@@ -48,25 +49,17 @@ def procs():
     for proc in started:
         if proc.is_alive():
             proc.kill()
-        proc.join(chaos.DEADLINE)
-
-
-@pytest.fixture
-def seed() -> int:
-    """The random seed of a randomized test (shown with its failures; replay with the variable)."""
-    value = int(os.environ.get("TURBO_QUEUE_CRASH_SEED") or random.randrange(2**32))
-    print(f"TURBO_QUEUE_CRASH_SEED={value}")
-    return value
+        proc.join(chaos_processes.DEADLINE)
 
 
 def join_ok(proc: multiprocessing.Process, what: str) -> None:
-    proc.join(chaos.DEADLINE)
-    assert not proc.is_alive(), f"{what} still running after {chaos.DEADLINE}s"
+    proc.join(chaos_processes.DEADLINE)
+    assert not proc.is_alive(), f"{what} still running after {chaos_processes.DEADLINE}s"
     assert proc.exitcode == 0, f"{what} exited {proc.exitcode}"
 
 
 def kill(proc: multiprocessing.Process) -> None:
-    chaos.kill(proc)
+    chaos_processes.kill(proc)
     assert proc.exitcode == -signal.SIGKILL, f"child exited {proc.exitcode} before it was killed"
 
 
@@ -86,8 +79,8 @@ def sizes(folder: str, names: List[str]) -> Dict[str, int]:
 
 def assert_folder_at_rest(folder: str, context: str, report: object = None) -> None:
     """After recover() with no live process: only ready_ files, each a sound SQLite database."""
-    result = chaos.Result(context)
-    found = chaos.check_files(folder, result, context)
+    result = chaos_tally.Result(context)
+    found = chaos_folder.check_files(folder, result, context)
     left = [name for kind, names in found.items() if kind != "ready" for name in names]
     assert result.failure_count == 0, "\n".join(result.failures) + f"\n{sizes(folder, left)} (bytes); {report}"
 
@@ -157,12 +150,12 @@ def _recover_loop(folder: str, stop, started, out_path: str) -> None:
 def run_pipeline(folder: str, tmp_path, procs, seed: int, with_recover: bool) -> Optional[dict]:
     producers, consumers, per_producer = 3, 3, 7000
     rng = random.Random(seed)
-    done, stop, started = chaos.MP.Event(), chaos.MP.Event(), chaos.MP.Event()
+    done, stop, started = chaos_processes.MP.Event(), chaos_processes.MP.Event(), chaos_processes.MP.Event()
     recover_out = str(tmp_path / "recover.json")
     looper = None
     if with_recover:
         looper = procs(_recover_loop, folder, stop, started, recover_out)
-        chaos.wait_for(started.is_set, "first recover() pass", looper)
+        wait_for(started.is_set, "first recover() pass", looper)
     outs = [str(tmp_path / f"consumer{c}.json") for c in range(consumers)]
     cons = [procs(_consume, folder, done, out, rng.randrange(2**32)) for out in outs]
     prods = [procs(_produce, folder, p, per_producer, rng.randrange(2**32)) for p in range(producers)]
@@ -185,7 +178,7 @@ def run_pipeline(folder: str, tmp_path, procs, seed: int, with_recover: bool) ->
     if with_recover:
         # A consumer that finds the last ready_ file locked for an instant by recover()'s probe
         # moves on (losing a claim is normal), so a batch may be left for the next consumer.
-        received.extend(item["id"] for item in chaos.drain(folder))
+        received.extend(item["id"] for item in drain(folder))
     expected = {make_item(p, i)["id"] for p in range(producers) for i in range(per_producer)}
     counts = collections.Counter(received)
     duplicates = sorted(i for i, c in counts.items() if c > 1)
@@ -196,7 +189,7 @@ def run_pipeline(folder: str, tmp_path, procs, seed: int, with_recover: bool) ->
         f"(e.g. {duplicates[:5]}), {len(strange)} never put; recover loop: {stats}"
     )
     assert len(received) == producers * per_producer
-    found = chaos.groups(folder)
+    found = listing(folder)
     assert all(not names for names in found.values()), f"seed {seed}: left in the folder: {found}"
     return stats
 
@@ -218,7 +211,7 @@ def test_recover_in_a_tight_loop_beside_live_processes_steals_nothing(folder, tm
 
 def _produce_until_killed(folder: str, report_path: str, trial: int, seed: int) -> None:
     rng = random.Random(seed)
-    fd = chaos.open_report(report_path)
+    fd = chaos_processes.open_report(report_path)
     flush_every = rng.choice([1, 7, 50, 120, 400])
     q = Enqueuer(
         folder,
@@ -250,15 +243,15 @@ def test_producer_killed_at_random_points_loses_nothing_it_handed_over(folder, t
         context = f"seed {seed}, trial {trial}"
         reports = str(tmp_path / f"producer{trial}.log")
         proc = procs(_produce_until_killed, folder, reports, trial, rng.randrange(2**32))
-        chaos.wait_for(lambda: chaos.count_lines(reports) >= 1, f"{context}: first flush", proc)
+        wait_for(lambda: chaos_processes.count_lines(reports) >= 1, f"{context}: first flush", proc)
         time.sleep(rng.uniform(0, 0.03))  # the random kill point, not a wait for anything
         kill(proc)
-        handed_over = max(chaos.report_numbers(reports))
+        handed_over = max(chaos_processes.report_numbers(reports))
 
         report = recover(folder)
 
         assert_folder_at_rest(folder, context, report)
-        delivered = chaos.drain(folder)
+        delivered = drain(folder)
         assert all(item["src"] == trial for item in delivered), f"{context}: items of another trial"
         positions = sorted(item["i"] for item in delivered)
         # One batch is one transaction: what survives is every batch that was committed, i.e. a
@@ -281,7 +274,7 @@ CHUNK = 100
 
 
 def _consume_until_killed(folder: str, report_path: str, stop_after: int, ack_every: int) -> None:
-    fd = chaos.open_report(report_path)
+    fd = chaos_processes.open_report(report_path)
     q = Dequeuer(folder, ack_every=ack_every, recover_every=3600)
     got = 0
     while True:
@@ -309,24 +302,24 @@ def test_consumer_killed_at_random_points_loses_nothing(folder, tmp_path, procs,
         put_ids.extend(item["id"] for item in new)
         # What the folder keeps: ready_ files, and the chunks of an item that three consumers died
         # holding (in this test the kill can come at one item again and again), set aside in bad_.
-        before = [item["id"] for item in chaos.folder_items(folder) + chaos.set_aside_items(folder)]
+        before = [item["id"] for item in chaos_folder.folder_items(folder) + chaos_folder.set_aside_items(folder)]
         assert len(before) == len(set(before)), f"{context}: an item is twice in the folder"
 
         reports = str(tmp_path / f"consumer{trial}.log")
         stop_after = rng.randint(1, len(before)) if rng.random() < 0.5 else 0
         proc = procs(_consume_until_killed, folder, reports, stop_after, ACK_EVERY)
         if stop_after:
-            chaos.wait_for(lambda: chaos.count_lines(reports) >= stop_after, f"{context}: {stop_after} items", proc)
+            wait_for(lambda: chaos_processes.count_lines(reports) >= stop_after, f"{context}: {stop_after} items", proc)
         else:
-            chaos.wait_for(lambda: chaos.count_lines(reports) >= 1, f"{context}: first item", proc)
+            wait_for(lambda: chaos_processes.count_lines(reports) >= 1, f"{context}: first item", proc)
             time.sleep(rng.uniform(0, 0.01))  # the random kill point, not a wait for anything
         kill(proc)
-        received = chaos.report_numbers(reports)
+        received = chaos_processes.report_numbers(reports)
 
         report = recover(folder)
 
         assert_folder_at_rest(folder, context, report)
-        after = [item["id"] for item in chaos.folder_items(folder) + chaos.set_aside_items(folder)]
+        after = [item["id"] for item in chaos_folder.folder_items(folder) + chaos_folder.set_aside_items(folder)]
         assert len(received) == len(set(received)), f"{context}: the consumer got an item twice"
         assert len(after) == len(set(after)), f"{context}: an item is twice in the folder"
         assert set(received) <= set(before) and set(after) <= set(before), f"{context}: items from nowhere"
@@ -339,9 +332,9 @@ def test_consumer_killed_at_random_points_loses_nothing(folder, tmp_path, procs,
             too_many.append(f"trial {trial}: {again} of {len(received)} received items will come again")
         received_all.extend(received)
 
-    final = [item["id"] for item in chaos.drain(folder)]
-    set_aside = [item["id"] for item in chaos.set_aside_items(folder)]
-    assert len(os.listdir(folder)) == len(chaos.groups(folder)["bad"]), "only set-aside files are left"
+    final = [item["id"] for item in drain(folder)]
+    set_aside = [item["id"] for item in chaos_folder.set_aside_items(folder)]
+    assert len(os.listdir(folder)) == len(listing(folder)["bad"]), "only set-aside files are left"
     assert len(final) == len(set(final)), f"seed {seed}: the last consumer got an item twice"
     assert set(received_all) | set(final) | set(set_aside) == set(put_ids), f"seed {seed}: items lost"
     assert not too_many, (
@@ -362,15 +355,15 @@ def test_consumer_crash_redelivers_at_most_ack_every_plus_one_chunk(folder, tmp_
         producer.put_many([make_item(0, i) for i in range(5000)])
     reports = str(tmp_path / "consumer.log")
     proc = procs(_consume_until_killed, folder, reports, taken, ack_every)
-    chaos.wait_for(lambda: chaos.count_lines(reports) >= taken, f"{taken} items", proc)
+    wait_for(lambda: chaos_processes.count_lines(reports) >= taken, f"{taken} items", proc)
     kill(proc)
-    received = chaos.report_numbers(reports)
+    received = chaos_processes.report_numbers(reports)
     assert received == [make_item(0, i)["id"] for i in range(taken)]
 
     report = recover(folder)
 
     assert_folder_at_rest(folder, f"taken={taken}", report)
-    after = [item["i"] for item in chaos.folder_items(folder)]
+    after = [item["i"] for item in chaos_folder.folder_items(folder)]
     assert after and after == list(range(after[0], 5000)), "nothing may be lost"
     redelivered = taken - after[0]
     assert redelivered >= 1, "the item in hand was not acknowledged: it must come again"

@@ -16,7 +16,7 @@ import pytest
 from turbo_queue import Dequeuer, Enqueuer, _folder
 from turbo_queue._platform import is_locked
 
-from .conftest import listing, run_python
+from tests.support import listing, run_python
 
 
 def put_batches(folder, *batches, codec="pickle"):

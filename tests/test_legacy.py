@@ -11,24 +11,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
 import turbo_queue
 
-try:
-    from .conftest import listing, run_python
-except ImportError:  # tests/ is not a package
-    from conftest import listing, run_python
+from tests.support import listing, run_python
 
 # The Quickstart of the turbo-queue 0.5.2 README, character for character (its typo included:
 # ``fast_queue.dequeue(1)``; the test reads it as ``turbo_queue`` and points root_path at a
@@ -78,94 +72,6 @@ DEADLINE = 30.0
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-class Child:
-    """A separate Python program talking over lines of stdin/stdout (read by a thread, so a
-    wait for a line has a deadline and never blocks the test forever)."""
-
-    def __init__(self, code: str, *args: str, cwd: Optional[str] = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(code), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-        )
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self._stderr: List[str] = []
-        self.pumps = [threading.Thread(target=self._pump_stdout, daemon=True),
-                      threading.Thread(target=self._pump_stderr, daemon=True)]
-        for pump in self.pumps:
-            pump.start()
-
-    def _pump_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def _pump_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._stderr)
-
-    def expect(self, prefix: str, timeout: float = DEADLINE) -> str:
-        """The next line the child prints; it must start with ``prefix``."""
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"child printed no line within {timeout} s\nstderr:\n{self.stderr}") from None
-        if line is None:
-            self.proc.wait(timeout=DEADLINE)
-            raise AssertionError(f"child exited {self.proc.returncode} before printing {prefix!r}\nstderr:\n{self.stderr}")
-        assert line.startswith(prefix), f"child printed {line!r}, expected {prefix!r}...\nstderr:\n{self.stderr}"
-        return line[len(prefix):].strip()
-
-    def send(self, line: str = "go") -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout: float = DEADLINE) -> int:
-        """Close its stdin and wait for it to exit; its exit code."""
-        assert self.proc.stdin is not None
-        if not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the process dies at once, without flushing or handing anything back."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=DEADLINE)
-
-
-@pytest.fixture
-def children() -> Iterator[Callable[..., Child]]:
-    """Start child programs; any still running at the end of the test is killed (by its pid)."""
-    started: List[Child] = []
-
-    def start(code: str, *args: str, cwd: Optional[str] = None) -> Child:
-        child = Child(code, *args, cwd=cwd)
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        if child.proc.poll() is None:
-            child.kill()
-        if child.proc.stdin is not None and not child.proc.stdin.closed:
-            try:
-                child.proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        for pump in child.pumps:  # they end at the pipes' EOF, now that the child is gone
-            pump.join(timeout=DEADLINE)
-        for stream in (child.proc.stdin, child.proc.stdout, child.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
 
 
 @pytest.fixture

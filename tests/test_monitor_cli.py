@@ -28,8 +28,8 @@ import pytest
 
 from turbo_queue import Enqueuer
 
-from .conftest import listing
-from .test_monitor import CONSUMER, PRODUCER, DEADLINE, children, drain, fingerprint, publish  # noqa: F401
+from tests.support import DEADLINE, drain, listing, publish, snapshot
+from tests.support.programs import CONSUMER, PRODUCER
 
 CLI = [sys.executable, "-m", "turbo_queue"]
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "turbo-queue")
@@ -73,16 +73,16 @@ def busy(folder: str, children) -> dict:
     killed producer's loading_ file, and a bad_ file.
     """
     publish(folder, 5)
-    dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder)
+    dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder, ready="holding")
     (orphan_chosen,) = listing(folder)["chosen"]
     publish(folder, 40)
-    consumer = children(CONSUMER, folder)  # claims the 40 while the other still holds its 5
+    consumer = children(CONSUMER, folder, ready="holding")  # claims the 40 while the other still holds its 5
     (live_chosen,) = [name for name in listing(folder)["chosen"] if name != orphan_chosen]
     dead_consumer.kill()
     ready = publish(folder, 20, 30)
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     (live_loading,) = listing(folder)["loading"]
-    dead_producer = children(PRODUCER, folder)
+    dead_producer = children(PRODUCER, folder, ready="holding")
     (dead_loading,) = [name for name in listing(folder)["loading"] if name != live_loading]
     dead_producer.kill()
     bad = f"bad_{int(time.time())}_{uuid.uuid4()}.db"
@@ -99,9 +99,9 @@ def busy(folder: str, children) -> dict:
 
 
 def test_stats_json_tells_what_the_test_did_and_touches_nothing(folder, busy):
-    before = fingerprint(folder)
+    before = snapshot(folder)
     doc = stats_json(folder)
-    assert fingerprint(folder) == before
+    assert snapshot(folder) == before
     assert doc["schema"] == 1 and doc["sample_seconds"] == 0
     (q,) = doc["queues"]
     assert set(q) == {"queue", "exists", "error", "files", "backlog_items", "uncounted_batches",
@@ -501,7 +501,7 @@ def test_live_view_follows_a_pipeline_and_ends_on_ctrl_c(tmp_path, terminal, chi
     assert any(line.startswith("  published") and "items/s" in line for line in screen)
     term.wait_for(lambda s: all(any(name in line for line in s) for name in names), "the ls -C listing")
 
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     term.wait_for(has(f"1 loading_ file (pid {producer.pid})"), "the live producer")
     producer.kill()  # no event in the folder: the view notices on its clock
     (orphan,) = listing(folder)["loading"]
@@ -624,7 +624,7 @@ def test_peek_shows_the_next_batch_without_taking_it(folder, codec):
         enqueuer.flush()
         enqueuer.put_many([{"id": i} for i in range(30, 35)])
     (first, _second) = sorted(listing(folder)["ready"], key=lambda n: os.stat(os.path.join(folder, n)).st_ctime_ns)
-    before = fingerprint(folder)
+    before = snapshot(folder)
     result = run("peek", folder, "-n", "3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -636,13 +636,13 @@ def test_peek_shows_the_next_batch_without_taking_it(folder, codec):
     assert doc["items"] == [{"id": i, "user": f"u{i}"} for i in range(10)]
     quiet = run("peek", folder, "-q", "-n", "2")
     assert quiet.stdout.splitlines() == ["{'id': 0, 'user': 'u0'}", "{'id': 1, 'user': 'u1'}"]
-    assert fingerprint(folder) == before
+    assert snapshot(folder) == before
     assert len(drain(folder)) == 35  # nothing was taken
 
 
 def test_peek_at_a_batch_a_consumer_is_reading(folder, children):
     publish(folder, 40)
-    consumer = children(CONSUMER, folder)  # 21 taken, 20 acknowledged in the file
+    consumer = children(CONSUMER, folder, ready="holding")  # 21 taken, 20 acknowledged in the file
     (chosen,) = listing(folder)["chosen"]
     result = run("peek", os.path.join(folder, chosen), "-n", "3")
     assert result.returncode == 0, result.stderr
@@ -654,7 +654,7 @@ def test_peek_at_a_batch_a_consumer_is_reading(folder, children):
 def test_peek_refusals(folder, tmp_path, children):
     empty = run("peek", folder)
     assert empty.returncode == 0 and "no ready_ batch waits" in empty.stdout
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     (loading,) = listing(folder)["loading"]
     refused = run("peek", os.path.join(folder, loading))
     assert refused.returncode == 1 and "is being filled by its producer" in refused.stderr

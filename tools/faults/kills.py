@@ -6,7 +6,7 @@ import os
 import queue
 import random
 import time
-from typing import List
+from typing import List, Optional
 
 from turbo_queue import Dequeuer, Enqueuer, recover
 
@@ -64,11 +64,13 @@ def scenario_producer_random_kill(ctx: Context, result: Result) -> None:
             run.fail(f"left after draining: {os.listdir(run.folder)[:4]}")
 
 
-def fill(folder: str, rng: random.Random, count: int, start: int = 0) -> List[int]:
-    """Put ``count`` items with ids start.. in a few batches of random shape; their ids."""
+def fill(folder: str, rng: random.Random, count: int, start: int = 0, *, batch_size: Optional[int] = None,
+         chunk: Optional[int] = None) -> List[int]:
+    """Put ``count`` items with ids start.. in a few batches (of random shape, unless given); their ids."""
     ids = list(range(start, start + count))
-    chunk = rng.choice([1, 10, 100])
-    with Enqueuer(folder, batch_size=rng.choice([50, 400, 10_000]), chunk_size=chunk, max_batch_delay=3600) as producer:
+    batch_size = batch_size or rng.choice([50, 400, 10_000])
+    with Enqueuer(folder, batch_size=batch_size, chunk_size=chunk or rng.choice([1, 10, 100]),
+                  max_batch_delay=3600) as producer:
         producer.put_many([{"id": i, "pad": "y" * 30} for i in ids])
     return ids
 
@@ -91,31 +93,74 @@ def check_consumer_run(run: Run, before: List[int], received: List[int], bound: 
     return after
 
 
-def _consume_until_killed(folder: str, report: str, seed: int, ack_every: int, max_call: int) -> None:
+def _consume_until_killed(folder: str, report: str, seed: int, ack_every: int, max_call: int,
+                          stop_after: int = 0) -> None:
+    """Take items and report each, until killed; with ``stop_after``, one at a time, and after the
+    ``stop_after``-th item wait with it in hand (taken, not acknowledged) for the kill."""
     rng = random.Random(seed)
     fd = open_report(report)
     consumer = Dequeuer(folder, ack_every=ack_every, recover_every=3600)
+    got = 0
     while True:
         try:
-            items = [consumer.get(timeout=1.0)] if rng.random() < 0.5 else consumer.get_many(rng.randint(1, max_call), timeout=1.0)
+            if stop_after or rng.random() < 0.5:
+                items = [consumer.get(timeout=1.0)]
+            else:
+                items = consumer.get_many(rng.randint(1, max_call), timeout=1.0)
         except queue.Empty:
             continue
         os.write(fd, b"".join(b"%d\n" % item["id"] for item in items))
+        got += len(items)
+        if got == stop_after:  # "processing" this item when the kill comes
+            time.sleep(3600)
+
+
+#: Kill points at a chosen item, with the defaults (one batch of 5,000, chunks of 100, ack_every
+#: 1,000): at the first item, around a recorded position and around chunk boundaries.
+TAKEN = (1, 800, 1000, 1100, 1101, 1599, 3199)
 
 
 def scenario_consumer_random_kill(ctx: Context, result: Result) -> None:
-    """2. SIGKILL a consumer at a random moment: nothing lost, duplicates within the bound."""
+    """2. SIGKILL a consumer at a random moment, or while it holds a chosen item: nothing lost,
+    duplicates within the bound, and the item in hand (not acknowledged) is kept to come again."""
     rng = ctx.rng
+    chosen_runs = 0
     for run in ctx.each_run(result, 300, 30, 1000):
         report = run.report()
-        before = fill(run.folder, rng, rng.choice([300, 2000, 5000]))
-        ack_every, max_call = rng.choice([1, 10, 50, 1000]), rng.choice([1, 50, 300])
         chunk = 100  # fill() uses at most 100 items per chunk
-        run.label += f" (ack_every={ack_every}, max_call={max_call})"
-        proc = forked(_consume_until_killed, run.folder, report, rng.randrange(2**32), ack_every, max_call)
+        if run.number % 2 == 0:
+            before = fill(run.folder, rng, rng.choice([300, 2000, 5000]))
+            ack_every, max_call = rng.choice([1, 10, 50, 1000]), rng.choice([1, 50, 300])
+            run.label += f" (ack_every={ack_every}, max_call={max_call})"
+            proc = forked(_consume_until_killed, run.folder, report, rng.randrange(2**32), ack_every, max_call)
+            try:
+                wait_for(lambda: count_lines(report) >= 1, f"{run.label}: first item", proc)
+                time.sleep(rng.uniform(0, 0.02))  # the random kill point
+            finally:
+                kill(proc)
+            check_consumer_run(run, before, report_numbers(report), ack_every + chunk + max_call, killed=True)
+            continue
+        # killed while it holds its taken-th item: a crash re-delivers at most ack_every items plus the
+        # chunk in hand (the Dequeuer's docstring), and never fewer than the item in hand
+        if chosen_runs < len(TAKEN):
+            taken, ack_every, one_batch = TAKEN[chosen_runs], 1000, True
+            before = fill(run.folder, rng, 5000, batch_size=10_000, chunk=chunk)
+        else:
+            ack_every, one_batch = rng.choice([1, 10, 50, 1000]), False
+            before = fill(run.folder, rng, rng.choice([300, 2000, 5000]))
+            taken = rng.randint(1, len(before))
+        chosen_runs += 1
+        run.label += f" (killed holding item {taken}, ack_every={ack_every})"
+        proc = forked(_consume_until_killed, run.folder, report, rng.randrange(2**32), ack_every, 1, taken)
         try:
-            wait_for(lambda: count_lines(report) >= 1, f"{run.label}: first item", proc)
-            time.sleep(rng.uniform(0, 0.02))  # the random kill point
+            wait_for(lambda: count_lines(report) >= taken, f"{run.label}: {taken} items", proc)
         finally:
-            kill(proc)
-        check_consumer_run(run, before, report_numbers(report), ack_every + chunk + max_call, killed=True)
+            if not kill(proc):
+                run.fail(f"the consumer exited ({proc.exitcode}) before it was killed")
+        received = report_numbers(report)
+        if one_batch and received != before[:taken]:
+            run.fail(f"the consumer got {len(received)} items, not the first {taken} in order")
+        after = check_consumer_run(run, before, received, ack_every + chunk, killed=True)
+        if received and received[-1] not in set(after):
+            run.fail("the item in hand was not acknowledged, yet it was not kept: it must come again")
+    result.notes.append(f"{chosen_runs} of {result.runs} runs killed the consumer while it held a chosen item")

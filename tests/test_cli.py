@@ -53,10 +53,6 @@ def words(text: str) -> str:
     return " ".join(text.split())
 
 
-def batches(folder: str, state: str) -> List[str]:
-    return [name for name in listing(folder)[state] if name.endswith(".db")]
-
-
 # A consumer that claims a batch of 10 items, takes one, and is then killed: its chosen_ file
 # is an orphan (no process holds its lock) with all 10 items unacknowledged.
 DEAD_CONSUMER = """
@@ -85,7 +81,7 @@ def orphaned(folder: str, children) -> str:
     consumer = children(DEAD_CONSUMER, folder)
     assert consumer.line() == "took 0"
     consumer.kill()
-    (name,) = batches(folder, "chosen")
+    (name,) = listing(folder)["chosen"]
     assert os.listdir(folder) == [name]
     return name
 
@@ -190,14 +186,14 @@ def test_recover_with_nothing_to_do(cli, folder) -> None:
 def test_recover_relative_folder(cli, folder, orphaned) -> None:
     result = run(cli, "recover", os.path.basename(folder), cwd=os.path.dirname(folder))
     assert result.returncode == 0, result.stderr
-    assert batches(folder, "ready") == [orphaned.replace("chosen_", "ready_", 1)]
+    assert listing(folder)["ready"] == [orphaned.replace("chosen_", "ready_", 1)]
     assert result.stdout.splitlines()[-1].startswith(f"{folder}: 1 re-queued")  # the full path in the report
 
 
 def test_recover_dry_run_changes_nothing(cli, folder, orphaned, children) -> None:
     producer = children(LIVE_PRODUCER, folder)
     assert producer.line() == "put"
-    (live,) = batches(folder, "loading")
+    (live,) = listing(folder)["loading"]
     before = snapshot(folder)
     stat_before = {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in before}
 
@@ -224,11 +220,11 @@ def test_recover_json(cli, folder, orphaned, children) -> None:
     # holds an uncommitted transaction: empty once rolled back) and a live producer.
     dead = children(LIVE_PRODUCER, folder)
     assert dead.line() == "put"
-    (dead_file,) = batches(folder, "loading")
+    (dead_file,) = listing(folder)["loading"]
     dead.kill()
     live = children(LIVE_PRODUCER, folder)
     assert live.line() == "put"
-    (live_file,) = [name for name in batches(folder, "loading") if name != dead_file]
+    (live_file,) = [name for name in listing(folder)["loading"] if name != dead_file]
 
     result = run(cli, "recover", "--json", folder)
 
@@ -239,8 +235,8 @@ def test_recover_json(cli, folder, orphaned, children) -> None:
         "folder": folder, "dry_run": False, "requeued": [orphaned], "removed": [dead_file],
         "quarantined": [], "live": [live_file], "refused": [],
     }
-    assert batches(folder, "ready") == [orphaned.replace("chosen_", "ready_", 1)]
-    assert batches(folder, "loading") == [live_file]
+    assert listing(folder)["ready"] == [orphaned.replace("chosen_", "ready_", 1)]
+    assert listing(folder)["loading"] == [live_file]
     assert live.finish() == 0
 
 

@@ -157,7 +157,8 @@ def test_zero_length_loading_file_is_removed(folder):
 
 
 def test_producer_killed_as_sqlite_created_its_journal_is_cleaned_up(folder):
-    """SIGKILL between SQLite creating ``-journal`` and writing its header (the producer kills of tools/faults meet it).
+    """SIGKILL between SQLite creating ``-journal`` and writing its header (the producer kills of
+    tools/faults meet it).
 
     The batch file and the journal are both empty. SQLite does not treat a zero-length journal
     as hot (it reports it as absent and never deletes it), so nothing else will remove it.

@@ -12,4 +12,5 @@ from .folders import digest, drain, listing, publish, read_batch, snapshot
 from .processes import DEADLINE, Child, run_python
 from .waiting import wait_for
 
-__all__ = ["DEADLINE", "Child", "digest", "drain", "listing", "publish", "read_batch", "run_python", "snapshot", "wait_for"]
+__all__ = ["DEADLINE", "Child", "digest", "drain", "listing", "publish", "read_batch", "run_python", "snapshot",
+           "wait_for"]

@@ -17,35 +17,20 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import disk, durable, files, forks, kills, permissions, poison, recovery, soak, syscall_kills
-from .context import Context
+# each family registers its scenarios (@scenario) and child roles (@child) as it is imported
+from . import disk, durable, files, forks, kills, permissions, poison, recovery, soak, syscall_kills  # noqa: F401
+from .context import REGISTERED, Context
 from .folder import remove_tree
 from .processes import CHILDREN, Unavailable
 from .tally import Result
 
 __all__ = ["CHILDREN", "SCENARIOS", "Context", "Result", "Unavailable", "run_scenario", "table"]
 
-SCENARIOS: Dict[str, Tuple[str, Callable[[Context, Result], None]]] = {
-    "producer_kill": ("1. producer SIGKILL, random moment", kills.scenario_producer_random_kill),
-    "producer_syscall_kill": ("1. producer SIGKILL at a syscall (commit, roll, rename)",
-                              syscall_kills.scenario_producer_syscall_kill),
-    "consumer_kill": ("2. consumer SIGKILL, random moment", kills.scenario_consumer_random_kill),
-    "consumer_syscall_kill": ("2. consumer SIGKILL at a syscall (claim, ack, hand-back, delete)",
-                              syscall_kills.scenario_consumer_syscall_kill),
-    "recovery_kill": ("3. recover() SIGKILL mid-work", recovery.scenario_recovery_kill),
-    "recover_loop": ("4. recover() looping beside live processes", recovery.scenario_recover_loop),
-    "transaction_kill": ("5. producer SIGKILL inside a spilled transaction", syscall_kills.scenario_transaction_kill),
-    "disk_full": ("6. disk full (small tmpfs: blocks, inodes)", disk.scenario_disk_full),
-    "failed_writes": ("6. failed writes injected (ENOSPC, EIO)", disk.scenario_failed_writes),
-    "damaged": ("7. damaged ready_ files", files.scenario_damaged),
-    "foreign": ("8. foreign entries in the folder", files.scenario_foreign),
-    "fork": ("9. fork: dead parent, inherited queues, os.fork", forks.scenario_fork),
-    "poison": ("10. poison items", poison.scenario_poison),
-    "poison_crash": ("10. a poison item that kills its consumer", poison.scenario_poison_crash),
-    "permissions": ("11. permissions: read-only, shared by a group", permissions.scenario_permissions),
-    "soak": ("12. soak with random kills", soak.scenario_soak),
-    "durable": ("13. durable: system call order (strace)", durable.scenario_durable),
-}
+#: The table's rows, in order (each scenario registers itself with @scenario beside its function).
+ORDER = ("producer_kill", "producer_syscall_kill", "consumer_kill", "consumer_syscall_kill", "recovery_kill",
+         "recover_loop", "transaction_kill", "disk_full", "failed_writes", "damaged", "foreign", "fork", "poison",
+         "poison_crash", "permissions", "soak", "durable")
+SCENARIOS: Dict[str, Tuple[str, Callable[[Context, Result], None]]] = {name: REGISTERED[name] for name in ORDER}
 
 
 def run_scenario(name: str, *, profile: str = "medium", seed: Optional[int] = None, root: Optional[str] = None,

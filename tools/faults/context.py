@@ -7,12 +7,25 @@ import itertools
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from .folder import fresh_folder, remove_tree
 from .processes import discard
 from .tally import Result
 from .witness import Witness
+
+
+#: Every scenario by name: the title of its row in the table, and its function.
+Scenario = Callable[["Context", Result], None]
+REGISTERED: Dict[str, Tuple[str, Scenario]] = {}
+
+
+def scenario(name: str, title: str) -> Callable[[Scenario], Scenario]:
+    """Register a function as the scenario ``name``, shown as ``title`` in the table."""
+    def register(function: Scenario) -> Scenario:
+        REGISTERED[name] = (title, function)
+        return function
+    return register
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 from turbo_queue import BatchWriteError, Enqueuer, recover
 
-from .context import Context, Run
+from .context import Context, Run, scenario
 from .folder import check_files, drain, folder_items, groups
 from .processes import KillPoints, Unavailable, child_argv, report_lines, run_killed_at
 from .syscall_kills import check_plan, kill_points, make_plan
@@ -117,6 +117,7 @@ def _disk_full_run(mount: str, rng: random.Random, run: Run) -> None:
         producer.close()
 
 
+@scenario("disk_full", "6. disk full (small tmpfs: blocks, inodes)")
 def scenario_disk_full(ctx: Context, result: Result) -> None:
     """6. A producer fills a small tmpfs (blocks or inodes): a typed BatchWriteError, nothing partial
     published, consumers go on on the full disk, and the same producer works once space is freed."""
@@ -134,6 +135,7 @@ INJECTED_ERRORS = (("pwrite64", "ENOSPC"), ("pwrite64", "EIO"), ("rename", "ENOS
                    ("fsync", "EIO"), ("fdatasync", "EIO"))
 
 
+@scenario("failed_writes", "6. failed writes injected (ENOSPC, EIO)")
 def scenario_failed_writes(ctx: Context, result: Result) -> None:
     """6. The N-th call of a write-path system call fails (ENOSPC, EIO, injected by strace): the
     producer gets BatchWriteError, publishes nothing of that batch, leaves nothing behind, and its

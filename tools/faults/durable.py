@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 from turbo_queue import Dequeuer, Enqueuer, _folder
 
-from .context import Context
+from .context import Context, scenario
 from .folder import JOURNAL_SUFFIXES
 from .processes import DEADLINE, child, child_argv, require_strace
 from .tally import Result
@@ -204,6 +204,7 @@ def check_durable_trace(calls: List[Call], folder: str, marker: str) -> Tuple[Li
     return problems, summary
 
 
+@scenario("durable", "13. durable: system call order (strace)")
 def scenario_durable(ctx: Context, result: Result) -> None:
     """13. durable=True, recorded for real with strace: each roll fsyncs the file before the rename
     and the folder after it; a claim locks before it renames; a hand-back and a delete fsync the

@@ -17,7 +17,7 @@ from typing import List
 
 from turbo_queue import _folder, _shard, recover
 
-from .context import Context
+from .context import Context, scenario
 from .folder import batch_name, drain, groups, integrity, raw_meta, set_meta, snapshot, write_batch
 from .processes import DEADLINE, Unavailable, child, child_argv
 from .tally import Result, record, tally
@@ -58,6 +58,7 @@ def damage(path: str, kind: str, rng: random.Random) -> None:
         set_meta(path, "acked", int(raw_meta(path)["count"]) + rng.randint(1, 50))
 
 
+@scenario("damaged", "7. damaged ready_ files")
 def scenario_damaged(ctx: Context, result: Result) -> None:
     """7. A damaged ready_ file between two good ones: it becomes bad_ (a newer format is refused and
     left as it is), the good ones are delivered, and no item is dropped silently."""
@@ -201,6 +202,7 @@ def child_foreign_consume(p: dict) -> None:
     print(json.dumps({"got": got, "report": report.as_dict(), "dry": dry.as_dict()}))
 
 
+@scenario("foreign", "8. foreign entries in the folder")
 def scenario_foreign(ctx: Context, result: Result) -> None:
     """8. Directories, symlinks, FIFOs, sockets, a device, files this user may not read and odd names,
     some named like batches, beside real batches: none is touched, nothing crashes, every item comes."""

@@ -14,7 +14,7 @@ from typing import List
 
 from turbo_queue import Dequeuer, Enqueuer, _folder, recover
 
-from .context import Context, Run
+from .context import Context, Run, scenario
 from .folder import drain, folder_items, write_batch
 from .processes import DEADLINE, MP, child, child_argv, wait_for
 from .tally import Result, tally
@@ -196,6 +196,7 @@ def _queue_across_fork(run: Run) -> None:
         run.fail(f"the child exited {out['child_exit']}")
 
 
+@scenario("fork", "9. fork: dead parent, inherited queues, os.fork")
 def scenario_fork(ctx: Context, result: Result) -> None:
     """9. A parent that dies while its forked children live (they must not keep its files locked);
     children that inherit an Enqueuer and a Dequeuer; a Queue used across os.fork()."""

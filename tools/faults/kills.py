@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from turbo_queue import Dequeuer, Enqueuer, recover
 
-from .context import Context, Run
+from .context import Context, Run, scenario
 from .folder import check_files, drain, folder_items
 from .processes import count_lines, forked, kill, open_report, report_numbers, wait_for
 from .tally import Result, tally
@@ -39,6 +39,7 @@ def _produce_forever(folder: str, report: str, seed: int) -> None:
             next_flush = i + flush_every
 
 
+@scenario("producer_kill", "1. producer SIGKILL, random moment")
 def scenario_producer_random_kill(ctx: Context, result: Result) -> None:
     """1. SIGKILL a producer at a random moment (its timer rolls too): nothing handed over is lost."""
     rng = ctx.rng
@@ -120,6 +121,7 @@ def _consume_until_killed(folder: str, report: str, seed: int, ack_every: int, m
 TAKEN = (1, 800, 1000, 1100, 1101, 1599, 3199)
 
 
+@scenario("consumer_kill", "2. consumer SIGKILL, random moment")
 def scenario_consumer_random_kill(ctx: Context, result: Result) -> None:
     """2. SIGKILL a consumer at a random moment, or while it holds a chosen item: nothing lost,
     duplicates within the bound, and the item in hand (not acknowledged) is kept to come again."""

@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 from turbo_queue import Enqueuer, _folder
 
-from .context import Context, Run
+from .context import Context, Run, scenario
 from .disk import Tmpfs
 from .files import without_dac_override
 from .folder import drain, groups, remove_tree, write_batch
@@ -100,6 +100,7 @@ SHARED_CONSUMER = """
 """
 
 
+@scenario("permissions", "11. permissions: read-only, shared by a group")
 def scenario_permissions(ctx: Context, result: Result) -> None:
     """11. A folder this user may not write (modes, or a read-only mount): a clear PermissionError
     at construction. A folder shared by two users through a group: it works, and the files'

@@ -20,7 +20,7 @@ from typing import List, Set
 
 from turbo_queue import Dequeuer, Enqueuer, recover
 
-from .context import Context
+from .context import Context, scenario
 from .folder import check_files, drain, groups, integrity, raw_meta
 from .processes import DEADLINE, child, child_argv, forked, kill, open_report, report_numbers
 from .tally import Result, record, tally
@@ -88,6 +88,7 @@ class _CountErrors(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+@scenario("poison", "10. poison items")
 def scenario_poison(ctx: Context, result: Result) -> None:
     """10. Poison items: one that cannot be encoded is refused at put; one that cannot be decoded
     is reported and its chunk set aside in a bad_ file of its own, never delivered again, and the
@@ -189,6 +190,7 @@ def _consume_reporting(folder: str, report: str, seed: int) -> None:
         os.write(fd, b"".join(b"%d\n" % item["id"] for item in items))
 
 
+@scenario("poison_crash", "10. a poison item that kills its consumer")
 def scenario_poison_crash(ctx: Context, result: Result) -> None:
     """10. A poison item that kills its consumer (at unpickling): consumers die at most
     max_crashes + 1 times on it, then its chunk is set aside and every other item delivered."""

@@ -43,9 +43,10 @@ def child(name: str) -> Callable[[Callable[[dict], None]], Callable[[dict], None
     return register
 
 
-def wait_for(predicate: Callable[[], T], what: str, proc=None, deadline: float = DEADLINE) -> T:
+def wait_for(predicate: Callable[[], T], what: str, proc=None, deadline: float = DEADLINE,
+             interval: float = 0.001) -> T:
     """``predicate()``'s first true value; AssertionError after ``deadline`` seconds, or if ``proc``
-    (a child process) died first."""
+    (a child process) died first. Looks again every ``interval`` seconds."""
     end = time.monotonic() + deadline
     while True:
         value = predicate()
@@ -55,7 +56,7 @@ def wait_for(predicate: Callable[[], T], what: str, proc=None, deadline: float =
             raise AssertionError(f"child exited ({proc.exitcode}) before {what}")
         if time.monotonic() > end:
             raise AssertionError(f"no {what} within {deadline}s")
-        time.sleep(0.001)
+        time.sleep(interval)
 
 
 def report_lines(path: str) -> List[bytes]:

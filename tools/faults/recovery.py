@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from turbo_queue import Dequeuer, Enqueuer, _folder, _shard, recover
 from turbo_queue._codecs import get_codec
 
-from .context import Context, Run
+from .context import Context, Run, scenario
 from .folder import batch_name, check_files, drain, folder_items, fresh_folder, remove_tree, set_meta, write_batch
 from .processes import (DEADLINE, MP, KillPoints, child, child_argv, forked, kill, open_report, report_numbers,
                         run_killed_at, wait_for)
@@ -123,6 +123,7 @@ def _recover_in_child(folder: str) -> None:
     recover(folder)
 
 
+@scenario("recovery_kill", "3. recover() SIGKILL mid-work")
 def scenario_recovery_kill(ctx: Context, result: Result) -> None:
     """3. SIGKILL recover() in the middle of its work (at a system call, or at a random moment),
     then recover again: nothing lost, nothing twice, no batch with two names."""
@@ -205,6 +206,7 @@ def _recover_loop(folder: str, started, stop, out: str) -> None:
         json.dump({"passes": passes, "with_live": with_live, "taken": taken}, f)
 
 
+@scenario("recover_loop", "4. recover() looping beside live processes")
 def scenario_recover_loop(ctx: Context, result: Result) -> None:
     """4. recover() (and every third pass recover(dry_run=True)) in a tight loop beside 3 producers
     and 3 consumers: it never takes a live file, and every item comes exactly once. Every other

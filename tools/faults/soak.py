@@ -12,7 +12,7 @@ from typing import Dict, List
 
 from turbo_queue import Dequeuer, Enqueuer, recover
 
-from .context import Context
+from .context import Context, scenario
 from .folder import check_files, drain, fresh_folder, remove_tree
 from .processes import DEADLINE, forked, kill, open_report
 from .tally import Result, record
@@ -98,6 +98,7 @@ class DeliveryCounts:
             counts[position] = min(counts[position] + 1, 255)
 
 
+@scenario("soak", "12. soak with random kills")
 def scenario_soak(ctx: Context, result: Result) -> None:
     """12. Two producers and two consumers run while a random one of them is SIGKILLed every few
     seconds and started again, until the target number of items was handed over: nothing lost."""

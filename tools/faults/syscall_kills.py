@@ -13,7 +13,7 @@ from typing import Dict
 
 from turbo_queue import BatchWriteError, Dequeuer, Enqueuer, recover
 
-from .context import Context, Run
+from .context import Context, Run, scenario
 from .folder import check_files, drain, read_batch, remove_tree, fresh_folder
 from .kills import check_consumer_run, fill
 from .processes import KillPoints, child, child_argv, open_report, report_lines, run_killed_at
@@ -164,6 +164,7 @@ def killed_note(killed: "collections.Counter[str]", runs: int) -> str:
             + ", ".join(f"{s} {c}" for s, c in sorted(killed.items())))
 
 
+@scenario("producer_syscall_kill", "1. producer SIGKILL at a syscall (commit, roll, rename)")
 def scenario_producer_syscall_kill(ctx: Context, result: Result, big: bool = False) -> None:
     """1. SIGKILL a producer on entering its N-th call of a system call: inside a commit (pwrite64,
     unlink of the journal, fcntl locks), a roll and a rename. 5 (``big``): batches larger than the
@@ -193,11 +194,13 @@ def scenario_producer_syscall_kill(ctx: Context, result: Result, big: bool = Fal
     result.notes.append(killed_note(killed, result.runs))
 
 
+@scenario("transaction_kill", "5. producer SIGKILL inside a spilled transaction")
 def scenario_transaction_kill(ctx: Context, result: Result) -> None:
     """5. SIGKILL a producer inside a transaction that spilled pages into its file."""
     scenario_producer_syscall_kill(ctx, result, big=True)
 
 
+@scenario("consumer_syscall_kill", "2. consumer SIGKILL at a syscall (claim, ack, hand-back, delete)")
 def scenario_consumer_syscall_kill(ctx: Context, result: Result) -> None:
     """2. SIGKILL a consumer on entering its N-th call of a system call: inside a claim (flock,
     rename), a position write (pwrite64, fcntl), a hand-back (rename) or a delete (unlink)."""

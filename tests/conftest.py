@@ -1,3 +1,3 @@
-"""The test suite's fixtures live in tests/support/plugin.py, its helpers in tests/support."""
+"""The test suite's fixtures live in tests/support/plugin.py, the rest of what tests share in tests/support."""
 
 pytest_plugins = ["tests.support.plugin"]

@@ -14,6 +14,7 @@ import pytest
 
 import turbo_queue
 from turbo_queue import _counters
+from tests.support import run_python
 
 
 def counter_files(queue: turbo_queue.Queue) -> List[str]:
@@ -112,22 +113,30 @@ def _put_and_hang(queue: turbo_queue.Queue, ready) -> None:  # type: ignore[no-u
     time.sleep(600)
 
 
+DIED_MID_FOLD = """
+import os, sys
+from turbo_queue import _counters
+from tests.support import run_python
+mine = _counters.Counters(sys.argv[1])
+mine.add(_counters.PUT, 7)
+# What a fold of this file that died between its two steps leaves: the total names the file it
+# took in, and the file is still there.
+folded = _counters.Folded.open(os.path.join(sys.argv[1], _counters.FOLDER), create=True)
+folded.write((7, 0, 0), mine.name)
+print(mine.path)
+sys.stdout.flush()
+os._exit(0)  # gone without retiring: its lock is free, its file stays
+"""
+
+
 def test_a_fold_that_died_after_writing_the_total_counts_nothing_twice(folder):
     queue = turbo_queue.Queue(path=folder)
-    where = os.path.join(folder, _counters.FOLDER)
-    mine = _counters.Counters(folder)
-    mine.add(_counters.PUT, 7)
-    # What a fold that died between its two steps leaves: the total names the file it took in,
-    # and the file is still there (its process gone: here, its lock dropped by hand).
-    folded = _counters.Folded.open(where, create=True)
-    folded.write((7, 0, 0), mine.name)
-    folded.close()
-    os.close(mine._fd)
-    mine._fd = -1
+    left = run_python(DIED_MID_FOLD, folder).stdout.strip()
+    assert os.path.exists(left)
 
     assert queue.qsize() == 7  # the reader may fold it first: either way, counted once
-    _counters.fold_dead(where)
-    assert queue.qsize() == 7 and not os.path.exists(mine.path)
+    _counters.fold_dead(os.path.join(folder, _counters.FOLDER))
+    assert queue.qsize() == 7 and not os.path.exists(left)
     queue.close()
 
 

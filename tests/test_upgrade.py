@@ -11,7 +11,6 @@ import json
 import math
 import multiprocessing
 import os
-import queue
 import sqlite3
 import time
 import uuid
@@ -19,7 +18,9 @@ from typing import List
 
 import pytest
 
-from turbo_queue import Dequeuer, recover
+from turbo_queue import recover
+
+from tests.support import drain
 
 
 def old_batch(folder: str, name: str, items: List[object], committed: bool = True) -> str:
@@ -38,16 +39,6 @@ def old_batch(folder: str, name: str, items: List[object], committed: bool = Tru
 
 def old_name(state: str, epoch: int, tail: str = ".db") -> str:
     return f"{state}_{epoch}_{uuid.uuid4()}{tail}"
-
-
-def drain(folder: str, timeout: float = 1.0) -> List[object]:
-    items: List[object] = []
-    with Dequeuer(folder) as dequeuer:
-        while True:
-            try:
-                items.extend(dequeuer.get_many(1000, timeout=timeout))
-            except queue.Empty:
-                return items
 
 
 def protocol_files(folder: str) -> List[str]:

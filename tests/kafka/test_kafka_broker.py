@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from tests.kafka.conftest import Kafka
 from tools import kafka_broker
 
 
@@ -19,19 +20,7 @@ def test_a_topic_round_trip(kafka):
     assert sum(kafka.end_offsets(topic).values()) == 200
 
 
-def test_a_broker_keeps_its_data_and_port_across_a_kill_and_a_restart(private_kafka):
-    topic = private_kafka.topic(partitions=2)
-    private_kafka.produce(topic, [(None, b"before", None)] * 50)
-    bootstrap = private_kafka.bootstrap
-    private_kafka.kill()
-    assert not kafka_broker.answers(bootstrap, timeout=1)
-    private_kafka.start()
-    assert private_kafka.broker is not None and private_kafka.broker.bootstrap == bootstrap
-    private_kafka.produce(topic, [(None, b"after", None)] * 50)
-    assert sum(private_kafka.end_offsets(topic).values()) == 100
-
-
-def test_the_command_starts_prints_the_address_and_stops(tmp_path, kafka):
+def test_the_command_starts_and_stops_a_broker_that_keeps_its_data_and_port(tmp_path, kafka):
     data = tmp_path / "cli-broker"
     tool = [sys.executable, kafka_broker.__file__]
     started = subprocess.run([*tool, "start", "--data-dir", str(data)], capture_output=True, text=True, timeout=120)
@@ -39,8 +28,24 @@ def test_the_command_starts_prints_the_address_and_stops(tmp_path, kafka):
     bootstrap = started.stdout.strip()
     try:
         assert bootstrap.startswith("127.0.0.1:") and kafka_broker.answers(bootstrap)
+        cluster = Kafka(bootstrap)
+        topic = cluster.topic(partitions=2)
+        cluster.produce(topic, [(None, b"before", None)] * 50)
     finally:
         stopped = subprocess.run([*tool, "stop", "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     assert not (data / kafka_broker.PID_FILE).exists()
     assert not kafka_broker.answers(bootstrap, timeout=1)
+
+    # From Python, on the same folder: same port, same data; a kill loses nothing acknowledged.
+    broker = kafka_broker.start(data)
+    try:
+        assert broker.bootstrap == bootstrap
+        cluster = Kafka(bootstrap, broker)
+        cluster.produce(topic, [(None, b"after", None)] * 50)
+        cluster.kill()
+        assert not kafka_broker.answers(bootstrap, timeout=1)
+        cluster.start()
+        assert sum(cluster.end_offsets(topic).values()) == 100
+    finally:
+        cluster.broker.stop()

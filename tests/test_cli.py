@@ -297,7 +297,7 @@ def test_recover_dry_run_changes_nothing(cli, folder, orphaned, children) -> Non
     assert sorted(items, key=repr) == sorted([{"n": i} for i in range(10)] + [{"p": i} for i in range(150)], key=repr)
 
 
-RECOVERY_KEYS = {"folder", "dry_run", "requeued", "removed", "quarantined", "live", "refused"}
+RECOVERY_KEYS = {"folder", "dry_run", "requeued", "converted", "removed", "quarantined", "live", "refused"}
 
 
 def test_recover_json(cli, folder, orphaned, children) -> None:
@@ -317,7 +317,7 @@ def test_recover_json(cli, folder, orphaned, children) -> None:
     report = json.loads(result.stdout)  # the whole of stdout is the JSON document
     assert set(report) == RECOVERY_KEYS
     assert report == {
-        "folder": folder, "dry_run": False, "requeued": [orphaned], "removed": [dead_file],
+        "folder": folder, "dry_run": False, "requeued": [orphaned], "converted": [], "removed": [dead_file],
         "quarantined": [], "live": [live_file], "refused": [],
     }
     assert batches(folder, "ready") == [orphaned.replace("chosen_", "ready_", 1)]

@@ -111,10 +111,13 @@ def _let_go_after_fork() -> None:
 os.register_at_fork(after_in_child=_let_go_after_fork)
 
 
-def create(folder: str) -> Batch:
-    """A new empty ``loading_`` file, locked before it can be seen under that name."""
+def create(folder: str, epoch: Optional[int] = None) -> Batch:
+    """A new empty ``loading_`` file, locked before it can be seen under that name.
+
+    ``epoch`` (default: now) names its place in line: a converted old batch keeps its own.
+    """
     while True:
-        name = BatchName(LOADING, int(time.time()), str(uuid.uuid4()))
+        name = BatchName(LOADING, int(time.time()) if epoch is None else epoch, str(uuid.uuid4()))
         hidden = os.path.join(folder, CREATING + name.filename[len(LOADING) + 1:])
         fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _platform.FILE_MODE)
         if not _platform.try_lock(fd):  # recovery took it between open and lock: it will remove it

@@ -219,7 +219,8 @@ def read_meta(conn: sqlite3.Connection, path: str) -> Dict[str, object]:
 
 
 class Inspection(NamedTuple):
-    """What recovery learned of a file: ``state`` is 'ok', 'empty', 'corrupt' or 'newer'."""
+    """What recovery learned of a file: ``state`` is 'ok', 'empty', 'corrupt', 'newer' or 'old'
+    (a batch of turbo-queue 0.5.2 or 0.8.0, see ``_upgrade``)."""
 
     state: str
     count: int = 0
@@ -247,6 +248,8 @@ def inspect(path: str) -> Inspection:
             version = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if version is not None and version[0] not in READABLE_VERSIONS:
                 return Inspection("newer", detail=str(ShardFormatError(path, version[0])))
+        if "logs" in tables and "meta" not in tables:
+            return Inspection("old", detail="a batch of turbo-queue 0.5.2 or 0.8.0")
         if not {"meta", "items"} <= tables:
             return Inspection("corrupt", detail=f"not a turbo_queue batch (tables: {sorted(tables)})")
         meta = read_meta(conn, path)

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from typing import Any, Deque, Iterator, List, Optional, Set, Union
 
-from . import _folder, _lifecycle, _platform, _shard, _watch
+from . import _folder, _lifecycle, _platform, _shard, _upgrade, _watch
 from ._counters import GOT, Counters
 from ._errors import ShardFormatError
 from ._shard import Chunk, ShardReader, ShardWriter
@@ -287,6 +287,9 @@ class Dequeuer:
                 self._skip.add(batch.name.filename)
                 continue
             except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+                if _upgrade.is_old_batch(batch.path):  # a ready_ file of turbo-queue 0.5.2 or 0.8.0
+                    self._convert(batch)
+                    continue
                 self._batch = batch
                 self._quarantine(f"it is not a readable batch ({type(exc).__name__}: {exc})")
                 continue
@@ -300,6 +303,21 @@ class Dequeuer:
                 if chunk is not None:
                     self._set_aside(chunk, f"{reader.crashes} consumers died holding item {self._next}")
             return True
+
+    def _convert(self, batch: _folder.Batch) -> None:
+        """Hand a claimed batch of the old layout over again in the current format."""
+        name = batch.name.filename
+        try:
+            outcome, new = _upgrade.convert(self.folder, batch.path, batch.name.epoch, self.durable)
+        except (OSError, sqlite3.Error) as exc:  # a full disk: hand it back for a later look
+            log.error("turbo_queue: cannot convert %s, a batch of turbo-queue 0.5.2/0.8.0 (%s)", name, exc)
+            batch.move(_folder.READY, self.durable)
+            self._skip.add(batch.name.filename)
+        else:
+            log.warning("turbo_queue: %s, a batch of turbo-queue 0.5.2/0.8.0: %s%s", name, outcome,
+                        f" as {new}" if new else "")
+        finally:
+            batch.release()
 
     def _finish_batch(self) -> None:
         """Every item was returned and acknowledged: delete the file, then drop the lock."""

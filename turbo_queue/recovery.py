@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
-from . import _folder, _platform, _shard
+from . import _folder, _platform, _shard, _upgrade
 
 log = logging.getLogger("turbo_queue")
 
@@ -29,6 +29,7 @@ class RecoveryReport:
 
     folder: str
     requeued: List[str] = field(default_factory=list)
+    converted: List[str] = field(default_factory=list)
     removed: List[str] = field(default_factory=list)
     quarantined: List[str] = field(default_factory=list)
     live: List[str] = field(default_factory=list)
@@ -37,12 +38,12 @@ class RecoveryReport:
 
     @property
     def changed(self) -> int:
-        return len(self.requeued) + len(self.removed) + len(self.quarantined)
+        return len(self.requeued) + len(self.converted) + len(self.removed) + len(self.quarantined)
 
     def as_dict(self) -> Dict[str, object]:
         return {
             "folder": self.folder, "dry_run": self.dry_run, "requeued": self.requeued,
-            "removed": self.removed, "quarantined": self.quarantined, "live": self.live,
+            "converted": self.converted, "removed": self.removed, "quarantined": self.quarantined, "live": self.live,
             "refused": self.refused,
         }
 
@@ -50,6 +51,8 @@ class RecoveryReport:
 def recover(folder: PathLike, *, dry_run: bool = False, durable: bool = False) -> RecoveryReport:
     """Re-queue orphaned ``loading_``/``chosen_`` files of ``folder``; return what was done.
 
+    Files left by turbo-queue 0.5.2 or 0.8.0 (their own names, or an orphan of the old layout
+    under a protocol name) are converted to the current format and handed over (``converted``).
     With ``dry_run`` nothing is opened or moved: the report lists the orphans as they would be
     re-queued (a check of their contents may still send some to ``bad_`` or remove empty ones).
     A missing folder is an empty one.
@@ -67,6 +70,8 @@ def recover(folder: PathLike, *, dry_run: bool = False, durable: bool = False) -
             _recover_batch(path, name, parsed.state, report, durable)
         elif _folder.parse_creating(name) is not None:
             _remove_orphaned_creating(path, name, report)
+        elif _upgrade.old_name(name) is not None:
+            _convert_old(path, name, report, durable)
     return report
 
 
@@ -125,6 +130,8 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
         elif _shard.has_journal(batch.path):
             log.error("turbo_queue: %s still has a journal beside it after recovery; left as it is", batch.path)
             report.refused.append(name)
+        elif found.state == "old":
+            _convert_held(batch, name, report, durable)
         elif found.state == "corrupt":
             batch.move(_folder.BAD, durable)
             log.error("turbo_queue: %s failed its check (%s); kept as %s", name, found.detail, batch.name.filename)
@@ -203,3 +210,43 @@ def _remove_orphaned_creating(folder: str, name: str, report: RecoveryReport) ->
             pass  # its producer renamed it after all
     finally:
         os.close(fd)
+
+
+def _log_conversion(name: str, outcome: str, new: Optional[str], report: RecoveryReport) -> None:
+    if outcome == "requeued":
+        log.warning("turbo_queue: converted %s, a batch of turbo-queue 0.5.2/0.8.0, into %s", name, new)
+        report.converted.append(name)
+    elif outcome == "removed":
+        log.info("turbo_queue: removed %s, a batch of turbo-queue 0.5.2/0.8.0 holding no items", name)
+        report.removed.append(name)
+    else:
+        log.error("turbo_queue: %s, a batch of turbo-queue 0.5.2/0.8.0, failed its check; kept as %s", name, new)
+        report.quarantined.append(name)
+
+
+def _convert_held(batch: _folder.Batch, name: str, report: RecoveryReport, durable: bool) -> None:
+    """An orphan of the old layout under a protocol name (0.5.2 used them too), held by recovery."""
+    try:
+        outcome, new = _upgrade.convert(batch.folder, batch.path, batch.name.epoch, durable)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("turbo_queue: cannot convert %s, a batch of turbo-queue 0.5.2/0.8.0 (%s); left as it is", name, exc)
+        report.refused.append(name)
+        return
+    _log_conversion(name, outcome, new, report)
+
+
+def _convert_old(folder: str, name: str, report: RecoveryReport, durable: bool) -> None:
+    """A file under a name only 0.5.2 or 0.8.0 used (``load_``, ``unload_``, ``..._recovered.db``)."""
+    if not _is_regular(os.path.join(folder, name)):
+        return
+    if report.dry_run:
+        report.converted.append(name)
+        return
+    try:
+        done = _upgrade.convert_unlocked(folder, name, durable)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("turbo_queue: cannot convert %s, a batch of turbo-queue 0.5.2/0.8.0 (%s); left as it is", name, exc)
+        report.refused.append(name)
+        return
+    if done is not None:
+        _log_conversion(name, *done, report)

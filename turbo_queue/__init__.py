@@ -15,6 +15,7 @@ from ._errors import (
     TurboQueueError,
     UnsupportedPlatformError,
 )
+from ._aside import set_aside
 from .consumer import Dequeuer
 from .legacy import dequeue, enqueue, startup
 from .producer import Enqueuer
@@ -40,5 +41,6 @@ __all__ = [
     "dequeue",
     "enqueue",
     "recover",
+    "set_aside",
     "startup",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._errors import KafkaUnavailable
 from .message import Headers, Message
+from .sink import KafkaSink
 from .source import KafkaSource
 
-__all__ = ["Headers", "KafkaSource", "KafkaUnavailable", "Message"]
+__all__ = ["Headers", "KafkaSink", "KafkaSource", "KafkaUnavailable", "Message"]

@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Dict, List
 
-from ._errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from ._errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 DESCRIPTION = """\
 Takes the items of the queue folder and produces them to the topic: turbo_queue.kafka.Message
@@ -27,7 +27,8 @@ examples:
 
 exit codes:
   0    stopped cleanly (SIGTERM, SIGINT)
-  2    bad arguments
+  1    a refused message could not be set aside in FOLDER (disk full); what was not acknowledged was handed back
+  2    bad arguments, a partition that does not exist, a network folder, or the kafka extra is missing
   4    no broker answered, or a topic does not exist, within --connect-timeout
 """
 
@@ -81,6 +82,8 @@ def add_parser(commands: "argparse._SubParsersAction[Any]", common: argparse.Arg
 
 def run(args: argparse.Namespace) -> int:
     """Run the sink until SIGTERM or SIGINT; returns the exit code."""
+    import sqlite3
+
     from .._errors import NetworkFilesystemError
     from ._errors import KafkaUnavailable
     from .sink import KafkaSink
@@ -108,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     except (ImportError, ValueError, NetworkFilesystemError) as exc:
         print(f"turbo-queue kafka-sink: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (OSError, sqlite3.Error) as exc:  # writing a bad_ batch failed
+        print(f"turbo-queue kafka-sink: {exc}; what was not acknowledged was handed back to the folder",
+              file=sys.stderr)
+        return EXIT_FAILED
     finally:
         for sig, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
             signal.signal(sig, handler)

@@ -188,6 +188,12 @@ def _start(data: Path) -> kafka_broker.Broker:
 
 
 @pytest.fixture(scope="session")
+def confluent():
+    """The confluent_kafka module, for a test that needs the client but no broker."""
+    return _client_module()
+
+
+@pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
     """The session's broker (one per pytest worker process)."""
     external = os.environ.get(BOOTSTRAP_ENV)

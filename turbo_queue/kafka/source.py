@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import orjson
 
-from .. import _folder
+from .. import _folder, _platform
 from .._aside import set_aside
 from ..producer import Enqueuer
 from ._errors import KafkaUnavailable, import_confluent_kafka
@@ -93,7 +93,8 @@ class KafkaSource:
     confluent-kafka allows. The settings and their defaults are in ``DEFAULTS``; ``config`` passes
     any librdkafka setting (it may not turn on automatic commits). ``run()`` consumes until
     ``stop()`` (from another thread or a signal handler), then hands over, commits and leaves the
-    group. Raises ValueError for a bad setting.
+    group. Raises ValueError for a bad setting, NetworkFilesystemError for a folder on a network
+    filesystem (unless ``allow_network_fs``); the folder is made if missing.
     """
 
     def __init__(self, folder: PathLike, *, bootstrap_servers: str, topics: Union[str, Sequence[str]], group: str,
@@ -127,6 +128,7 @@ class KafkaSource:
                 raise ValueError(f"{key}={config[key]} is not allowed: the source commits offsets itself, "
                                  f"only after the messages are handed over")
         self.settings = merged
+        _platform.prepare_folder(self.folder, bool(merged["allow_network_fs"]))  # NetworkFilesystemError here
         self.config: Dict[str, Any] = {**CONSUMER_DEFAULTS, **config, **REQUIRED,
                                        "bootstrap.servers": bootstrap_servers, "group.id": group}
         self._stopping = False

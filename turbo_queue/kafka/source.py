@@ -17,9 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import orjson
 
-from .. import _folder, _platform
-from .._aside import set_aside
-from ..producer import Enqueuer
+from .. import Enqueuer, _platform, set_aside
 from ._errors import KafkaUnavailable, import_confluent_kafka
 from .message import Message
 from .status import remove_status, write_status
@@ -48,6 +46,8 @@ DEFAULTS: Dict[str, Any] = {
 REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 #: librdkafka settings the source starts from; ``config`` overrides them.
 CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest"}
+#: A batch size the Enqueuer never reaches.
+_NEVER = 2**62
 #: Messages taken from the client per call.
 POLL_MESSAGES = 1000
 #: Header names the dead-letter topic adds to a message that could not be decoded.
@@ -163,8 +163,10 @@ class KafkaSource:
         NetworkFilesystemError for a folder on a network filesystem.
         """
         ck = import_confluent_kafka()
-        enqueuer = Enqueuer(self.folder, batch_size=self.settings["batch_size"],
-                            max_batch_delay=self.settings["commit_interval"], durable=self.settings["durable"],
+        # The source hands over itself (every batch_size messages or commit_interval seconds), so
+        # the Enqueuer never rolls on size and a put never waits for room: polling must go on.
+        enqueuer = Enqueuer(self.folder, batch_size=_NEVER, max_batch_delay=self.settings["commit_interval"],
+                            max_ready_files=self.settings["max_ready_files"], durable=self.settings["durable"],
                             allow_network_fs=self.settings["allow_network_fs"])
         self._enqueuer = enqueuer
         consumer = ck.Consumer(self.config, logger=_client_log)
@@ -429,13 +431,14 @@ class KafkaSource:
             self._committed.pop(tp, None)
 
     def _backlog_full(self) -> bool:
-        limit_files, limit_items = self.settings["max_ready_files"], self.settings["max_ready_items"]
-        if limit_files is not None and _folder.count_ready(self.folder) >= limit_files:
+        assert self._enqueuer is not None
+        if not self._enqueuer.active:  # max_ready_files ready_ batches wait
             return True
+        limit_items = self.settings["max_ready_items"]
         if limit_items is not None:
             from ..monitor import snapshot
 
-            return snapshot(self.folder).backlog_items >= limit_items
+            return bool(snapshot(self.folder).backlog_items >= limit_items)
         return False
 
     def _apply_backpressure(self) -> None:

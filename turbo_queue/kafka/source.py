@@ -48,6 +48,8 @@ REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest"}
 #: A batch size the Enqueuer never reaches.
 _NEVER = 2**62
+#: Seconds after which the Enqueuer's timer hands a batch over if the source has not (it is stuck).
+_BACKSTOP = 60.0
 #: Messages taken from the client per call.
 POLL_MESSAGES = 1000
 #: Header names the dead-letter topic adds to a message that could not be decoded.
@@ -163,9 +165,12 @@ class KafkaSource:
         NetworkFilesystemError for a folder on a network filesystem.
         """
         ck = import_confluent_kafka()
-        # The source hands over itself (every batch_size messages or commit_interval seconds), so
-        # the Enqueuer never rolls on size and a put never waits for room: polling must go on.
-        enqueuer = Enqueuer(self.folder, batch_size=_NEVER, max_batch_delay=self.settings["commit_interval"],
+        # The source hands over itself (every batch_size messages or commit_interval seconds), and
+        # commits right after: the Enqueuer never rolls on size, its timer only after _BACKSTOP
+        # seconds (a hand-over long before its commit would widen what a kill delivers twice),
+        # and a put never waits for room, since polling must go on.
+        enqueuer = Enqueuer(self.folder, batch_size=_NEVER,
+                            max_batch_delay=max(_BACKSTOP, 2 * self.settings["commit_interval"]),
                             max_ready_files=self.settings["max_ready_files"], durable=self.settings["durable"],
                             allow_network_fs=self.settings["allow_network_fs"])
         self._enqueuer = enqueuer
@@ -395,8 +400,10 @@ class KafkaSource:
     def _on_assign(self, consumer: Any, partitions: List[Any]) -> None:
         self._assigned.update((p.topic, p.partition) for p in partitions)
         log.info("kafka-source: assigned %s", _names(partitions))
-        if self._paused and partitions:
-            consumer.pause(partitions)
+        if self._paused:
+            # New partitions start unpaused, and they are not assigned until this returns: the next
+            # look at the backlog (within 0.1 s) pauses the whole assignment again.
+            self._paused = False
 
     def _on_revoke(self, consumer: Any, partitions: List[Any]) -> None:
         # Before the partitions go: hand over what this source holds and commit it, so that the

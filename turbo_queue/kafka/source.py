@@ -134,7 +134,10 @@ class KafkaSource:
         self.config: Dict[str, Any] = {**CONSUMER_DEFAULTS, **config, **REQUIRED,
                                        "bootstrap.servers": bootstrap_servers, "group.id": group}
         self._stopping = False
-        # The state of one run() (reset there).
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one run(): a supervisor may run a source again after it returned."""
         self._consumer: Any = None
         self._producer: Any = None
         self._enqueuer: Optional[Enqueuer] = None
@@ -165,6 +168,7 @@ class KafkaSource:
         NetworkFilesystemError for a folder on a network filesystem.
         """
         ck = import_confluent_kafka()
+        self._reset()
         # The source hands over itself (every batch_size messages or commit_interval seconds), and
         # commits right after: the Enqueuer never rolls on size, its timer only after _BACKSTOP
         # seconds (a hand-over long before its commit would widen what a kill delivers twice),

@@ -156,6 +156,7 @@ def test_backpressure_pauses_the_partitions_and_memory_stays_flat(kafka, folder)
         committed = sum(max(o, 0) for o in kafka.committed(name, topic).values())
         assert end - committed >= 38_000, "the source went on consuming while paused"
         grown_mb = (source.rss_kb() - rss_paused) / 1024
+        print(f"paused: RSS {rss_paused / 1024:.0f} MB, then {grown_mb:+.1f} MB with {end - committed} waiting")
         assert grown_mb < 20, f"the source's memory grew by {grown_mb:.0f} MB while paused"
         lag = wait_for(lambda: [p["lag"] for s in read_statuses(folder) for p in s["partitions"]
                                 if p["lag"] is not None], 10, "the status file to show the lag")

@@ -15,6 +15,7 @@ from ._errors import (
     TurboQueueError,
     UnsupportedPlatformError,
 )
+from ._aside import set_aside
 from .consumer import Dequeuer
 from .legacy import Dequeue, Enqueue, Startup, dequeue, enqueue, startup
 from .producer import Enqueuer
@@ -43,5 +44,6 @@ __all__ = [
     "dequeue",
     "enqueue",
     "recover",
+    "set_aside",
     "startup",
 ]

@@ -14,6 +14,8 @@ import sys
 from typing import List, Optional
 
 from .. import __version__
+from ..kafka import cli_sink as kafka_sink
+from ..kafka import cli_source as kafka_source
 from . import _exit, demo, exporter, monitor, peek, recover, stats
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -26,7 +28,7 @@ EPILOG = """examples:
 """
 
 #: The command modules, in the order of the help.
-COMMANDS = (demo, recover, monitor, stats, exporter, peek)
+COMMANDS = (demo, recover, monitor, stats, exporter, peek, kafka_source, kafka_sink)
 
 
 def build_parser() -> argparse.ArgumentParser:

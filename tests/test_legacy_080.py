@@ -142,3 +142,25 @@ def test_on_start_cleanup_makes_a_0_8_0_folder_drain(folder, made):
 
     assert not os.path.exists(path)
     assert until_none(make(made, folder, "Dequeue").get()) == [{"k": 0}, {"k": 1}, {"k": 2}]
+
+
+def test_without_auto_cleanup_items_stay_until_clean_up_and_roll_back_gives_them_again(folder, made):
+    enqueue = make(made, folder, "Enqueue", max_events_per_file=3)
+    for n in range(6):
+        enqueue.add(n)
+
+    first = make(made, folder, "Dequeue", 1, auto_cleanup=False)
+    gen = first.get()
+    assert [next(gen) for _ in range(4)] == [0, 1, 2, 3]
+    first.roll_back()  # could not deliver them: all four come again (the batches in either order)
+    again = [next(gen) for _ in range(3)]
+    assert again in ([0, 1, 2], [3, 4, 5])
+    first.clean_up()  # those three are done
+    first.close()  # what it held and had not cleaned up is handed back
+
+    second = make(made, folder, "Dequeue", 2, auto_cleanup=False)
+    rest = until_none(second.get())
+    second.clean_up()
+    second.close()
+    assert sorted(again + rest) == list(range(6))
+    assert [name for name in os.listdir(folder) if not name.startswith(".")] == []

@@ -236,5 +236,22 @@ class Dequeue(_Base080, dequeue):
     delivered again (0.8.0 did this per batch file; here it is per item, across batches).
     """
 
+    def get(self) -> Generator[Any, None, None]:
+        if self._dequeuer is None:
+            self._dequeuer = Dequeuer(self.folder, auto_ack=self.auto_cleanup)
+        return super().get()
+
+    def clean_up(self) -> None:
+        """Done with every item yielded so far: with ``auto_cleanup = False`` they are acknowledged
+        (recorded at once; a crash no longer delivers them again). Otherwise nothing to do."""
+        if self._dequeuer is not None and not self._dequeuer.auto_ack:
+            self._dequeuer.ack()
+
+    def roll_back(self) -> None:
+        """Hand back every item yielded and not cleaned up: they are delivered again, to this
+        Dequeue or another (``auto_cleanup = False``; otherwise yielded items are already done)."""
+        if self._dequeuer is not None and not self._dequeuer.auto_ack:
+            self._dequeuer.nack()
+
     def check_state(self) -> None:
         """A placeholder in 0.8.0, which did nothing; kept so that calling it still works."""

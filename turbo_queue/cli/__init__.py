@@ -14,9 +14,7 @@ import sys
 from typing import List, Optional
 
 from .. import __version__
-from ..kafka import cli_sink as kafka_sink
-from ..kafka import cli_source as kafka_source
-from . import _exit, demo, exporter, monitor, peek, recover, stats
+from . import _exit, demo, exporter, kafka_sink, kafka_source, monitor, peek, recover, stats
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

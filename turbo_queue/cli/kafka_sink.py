@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Dict, List
 
-from ._errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from ..kafka._errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 DESCRIPTION = """\
 Takes the items of the queue folder and produces them to the topic: turbo_queue.kafka.Message
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     import sqlite3
 
     from .._errors import NetworkFilesystemError
-    from ._errors import KafkaUnavailable
-    from .sink import KafkaSink
+    from ..kafka._errors import KafkaUnavailable
+    from ..kafka.sink import KafkaSink
 
     config: Dict[str, str] = dict(args.config)
     try:

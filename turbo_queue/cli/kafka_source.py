@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Dict, List
 
-from ._errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from ..kafka._errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 DESCRIPTION = """\
 Consumes the topics in a consumer group and puts each message (key, value, headers, timestamp,
@@ -81,8 +81,8 @@ def add_parser(commands: "argparse._SubParsersAction[Any]", common: argparse.Arg
 def run(args: argparse.Namespace) -> int:
     """Run the source until SIGTERM or SIGINT; returns the exit code."""
     from .._errors import BatchWriteError, NetworkFilesystemError
-    from ._errors import KafkaUnavailable
-    from .source import KafkaSource
+    from ..kafka._errors import KafkaUnavailable
+    from ..kafka.source import KafkaSource
 
     config: Dict[str, str] = dict(args.config)
     try:

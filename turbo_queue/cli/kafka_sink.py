@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
-from typing import Any, Dict, List
+from typing import Any
 
-from ..kafka._errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from ..kafka._errors import EXIT_FAILED
+from ._kafka import add_connection, positive_seconds, run_until_stopped
 
 DESCRIPTION = """\
 Takes the items of the queue folder and produces them to the topic: turbo_queue.kafka.Message
@@ -33,20 +32,6 @@ exit codes:
 """
 
 
-def _setting(text: str) -> "tuple[str, str]":
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (a librdkafka setting), got {text!r}")
-    return key.strip(), value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
 def _count(text: str, least: int = 1) -> int:
     value = int(text)
     if value < least:
@@ -60,10 +45,8 @@ def add_parser(commands: "argparse._SubParsersAction[Any]", common: argparse.Arg
                             description=DESCRIPTION, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", metavar="FOLDER", help="the queue folder to take items from")
-    p.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT", help="broker address(es), comma-separated")
+    add_connection(p)
     p.add_argument("--topic", required=True, metavar="T", help="the topic to produce to")
-    p.add_argument("-X", dest="config", action="append", type=_setting, default=[], metavar="KEY=VALUE",
-                   help="a librdkafka setting, as kcat takes it (repeatable)")
     p.add_argument("--dead-letter", metavar="TOPIC",
                    help="topic for messages the broker refuses for good (default: a bad_ batch in FOLDER)")
     p.add_argument("--partition", type=lambda text: _count(text, 0), metavar="N",
@@ -72,9 +55,7 @@ def add_parser(commands: "argparse._SubParsersAction[Any]", common: argparse.Arg
                    help="items produced and not yet acknowledged, at most (default 10000): the most a killed "
                         "sink produces again")
     p.add_argument("--durable", action="store_true", help="fsync what the sink writes into the folder")
-    p.add_argument("--connect-timeout", type=_seconds, default=30.0, metavar="S",
-                   help="seconds for the broker to answer and the topics to exist (default 30)")
-    p.add_argument("--stop-timeout", type=_seconds, default=30.0, metavar="S",
+    p.add_argument("--stop-timeout", type=positive_seconds, default=30.0, metavar="S",
                    help="at SIGTERM/SIGINT, seconds for the broker to confirm what is in flight; what it has not "
                         "confirmed then is handed back to FOLDER (default 30)")
     p.set_defaults(run=run)
@@ -84,38 +65,15 @@ def run(args: argparse.Namespace) -> int:
     """Run the sink until SIGTERM or SIGINT; returns the exit code."""
     import sqlite3
 
-    from .._errors import NetworkFilesystemError
-    from ..kafka._errors import KafkaUnavailable
     from ..kafka.sink import KafkaSink
 
-    config: Dict[str, str] = dict(args.config)
-    try:
-        sink = KafkaSink(
+    def make() -> KafkaSink:
+        return KafkaSink(
             args.folder, bootstrap_servers=args.bootstrap_servers, topic=args.topic, dead_letter=args.dead_letter,
             partition=args.partition, max_in_flight=args.max_in_flight, durable=args.durable,
-            connect_timeout=args.connect_timeout, stop_timeout=args.stop_timeout, config=config,
+            connect_timeout=args.connect_timeout, stop_timeout=args.stop_timeout, config=dict(args.config),
         )
-    except (ValueError, NetworkFilesystemError) as exc:
-        print(f"turbo-queue kafka-sink: {exc}", file=sys.stderr)
-        return EXIT_USAGE
 
-    def stop(signum: int, _frame: object) -> None:
-        sink.stop()
-
-    previous: List[Any] = [signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)]
-    try:
-        sink.run()
-    except KafkaUnavailable as exc:
-        print(f"turbo-queue kafka-sink: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except (ImportError, ValueError, NetworkFilesystemError) as exc:
-        print(f"turbo-queue kafka-sink: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, sqlite3.Error) as exc:  # writing a bad_ batch failed
-        print(f"turbo-queue kafka-sink: {exc}; what was not acknowledged was handed back to the folder",
-              file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        for sig, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
-            signal.signal(sig, handler)
-    return EXIT_OK
+    return run_until_stopped("kafka-sink", make, [  # writing a bad_ batch failed
+        ((OSError, sqlite3.Error), EXIT_FAILED, "; what was not acknowledged was handed back to the folder"),
+    ])

@@ -1,9 +1,10 @@
-"""The Kafka connectors' error and their commands' exit codes."""
+"""The Kafka connectors' error, their commands' exit codes, and waiting for the broker at start."""
 
 from __future__ import annotations
 
+import time
 from types import ModuleType
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from .._errors import TurboQueueError
 
@@ -40,3 +41,47 @@ def import_confluent_kafka() -> ModuleType:
     except ImportError as exc:
         raise ImportError(f"the Kafka connectors need confluent-kafka: {INSTALL_HINT}") from exc
     return confluent_kafka
+
+
+def describe(exc: BaseException) -> str:
+    """A KafkaException's error text (its KafkaError's str()), or the exception's."""
+    error = exc.args[0] if exc.args else exc
+    return str(error.str()) if hasattr(error, "str") else str(error)
+
+
+def wait_for_topics(client: Any, bootstrap: str, topics: List[str], timeout: float, who: str,
+                    stopping: Callable[[], bool], ck: Any) -> Optional[Any]:
+    """The cluster's metadata once a broker answers ``client`` and every one of ``topics`` exists.
+
+    Asks for all topics, not one by name (asking by name may create it), a second at a time, so
+    that ``stopping()`` is seen while no broker answers: None then. KafkaUnavailable naming the
+    address or the missing topic after ``timeout`` seconds. ``who`` (the source, the sink) says
+    in the message which connector does not create topics.
+    """
+    deadline = time.monotonic() + timeout
+    while not stopping():
+        remaining = deadline - time.monotonic()
+        if hasattr(client, "poll"):
+            client.poll(0)  # a producer's: serves librdkafka's log lines while it waits
+        try:
+            metadata = client.list_topics(timeout=min(max(remaining, 0.1), 1.0))
+        except ck.KafkaException as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)  # refused at once: ask again soon, not in a busy loop
+                continue
+            raise KafkaUnavailable(
+                f"no Kafka broker answered at {bootstrap} within {timeout:g} s ({describe(exc)}): "
+                f"is it running, is the address right, do -X security settings match it?",
+                bootstrap,
+            ) from None
+        missing = [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
+        if not missing:
+            return metadata
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailable(
+                f"topic {missing[0]!r} does not exist at {bootstrap} (waited {timeout:g} s): "
+                f"create it first; {who} does not create topics",
+                bootstrap, missing[0],
+            )
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+    return None

@@ -18,7 +18,7 @@ import orjson
 
 from .. import _platform, set_aside
 from ..consumer import Dequeuer
-from ._errors import KafkaUnavailable, import_confluent_kafka
+from ._errors import describe, import_confluent_kafka, wait_for_topics
 from .message import Message
 from .status import remove_status, write_status
 
@@ -84,11 +84,6 @@ def _record(item: Any) -> Tuple[Any, Any, Any, int]:
     if not isinstance(timestamp, int):
         raise _Refused(f"its timestamp {timestamp!r} is not an int (milliseconds since the epoch)")
     return value, key, headers, timestamp
-
-
-def _describe(exc: BaseException) -> str:
-    error = exc.args[0] if exc.args else exc
-    return str(error.str()) if hasattr(error, "str") else str(error)
 
 
 class _Round:
@@ -221,40 +216,15 @@ class KafkaSink:
 
     def _check_topics(self, producer: Any, ck: Any) -> None:
         """KafkaUnavailable unless a broker answers and the topics exist, within connect_timeout."""
-        timeout = float(self.settings["connect_timeout"])
-        deadline = time.monotonic() + timeout
         named = [self.topic] + ([self.settings["dead_letter"]] if self.settings["dead_letter"] else [])
-        while True:
-            remaining = deadline - time.monotonic()
-            producer.poll(0)  # serves librdkafka's log lines, so that they show while it waits
-            if self._stopping:
-                return  # stopped while it waited: run() then ends at once
-            try:
-                # All topics, not one by name: asking for a topic by name may create it. A second
-                # at a time, so that a stop() is seen while no broker answers.
-                metadata = producer.list_topics(timeout=min(max(remaining, 0.1), 1.0))
-            except ck.KafkaException as exc:
-                if time.monotonic() < deadline:
-                    continue
-                raise KafkaUnavailable(
-                    f"no Kafka broker answered at {self.bootstrap_servers} within {timeout:g} s ({_describe(exc)}): "
-                    f"is it running, is the address right, do -X security settings match it?",
-                    self.bootstrap_servers,
-                ) from None
-            missing = [t for t in named if t not in metadata.topics or metadata.topics[t].error is not None]
-            if not missing:
-                partitions = len(metadata.topics[self.topic].partitions)
-                chosen = self.settings["partition"]
-                if chosen is not None and chosen >= partitions:
-                    raise ValueError(f"partition {chosen} does not exist: topic {self.topic!r} has {partitions}")
-                return
-            if time.monotonic() >= deadline:
-                raise KafkaUnavailable(
-                    f"topic {missing[0]!r} does not exist at {self.bootstrap_servers} (waited {timeout:g} s): "
-                    f"create it first; the sink does not create topics",
-                    self.bootstrap_servers, missing[0],
-                )
-            time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+        metadata = wait_for_topics(producer, self.bootstrap_servers, named, float(self.settings["connect_timeout"]),
+                                   "the sink", lambda: self._stopping, ck)
+        if metadata is None:
+            return  # stopped while it waited: run() then ends at once
+        partitions = len(metadata.topics[self.topic].partitions)
+        chosen = self.settings["partition"]
+        if chosen is not None and chosen >= partitions:
+            raise ValueError(f"partition {chosen} does not exist: topic {self.topic!r} has {partitions}")
 
     def _fit_batches(self, ck: Any) -> None:
         """Keep the producer's record batches within the topic's ``max.message.bytes``.
@@ -322,7 +292,7 @@ class KafkaSink:
             except BufferError:  # librdkafka's queue is full: let it send, then try again
                 self._producer.poll(0.1)
             except ck.KafkaException as exc:  # refused before it was sent (larger than message.max.bytes...)
-                round_.refused.append((index, f"the producer refused it: {_describe(exc)}"))
+                round_.refused.append((index, f"the producer refused it: {describe(exc)}"))
                 return
             except (TypeError, ValueError) as exc:  # headers of a shape confluent-kafka does not take
                 round_.refused.append((index, f"it cannot be produced: {exc}"))
@@ -474,7 +444,7 @@ class KafkaSink:
                 self._producer.poll(0.1)
             except (ck.KafkaException, TypeError, ValueError) as exc:
                 round_.keep.append((index, f"{reason}; the dead-letter topic {dead_letter} refused it too: "
-                                          f"{_describe(exc)}"))
+                                          f"{describe(exc)}"))
                 return
 
     def _keep(self, round_: _Round) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import orjson
 
 from .. import Enqueuer, _platform, set_aside
-from ._errors import KafkaUnavailable, import_confluent_kafka
+from ._errors import describe, import_confluent_kafka, wait_for_topics
 from .message import Message
 from .status import remove_status, write_status
 
@@ -79,12 +79,6 @@ class _ClientLog:
 _client_log = _ClientLog()
 #: Seconds between two warnings that the broker is away.
 _QUIET = 30.0
-
-
-def _describe(exc: BaseException) -> str:
-    """A KafkaException's error text (its KafkaError's str()), or the exception's."""
-    error = exc.args[0] if exc.args else exc
-    return str(error.str()) if hasattr(error, "str") else str(error)
 
 
 class KafkaSource:
@@ -234,32 +228,9 @@ class KafkaSource:
 
     def _check_topics(self, consumer: Any, ck: Any) -> None:
         """KafkaUnavailable unless a broker answers and each named topic exists, within connect_timeout."""
-        timeout = float(self.settings["connect_timeout"])
-        deadline = time.monotonic() + timeout
         named = [t for t in self.topics if not t.startswith("^")]
-        while not self._stopping:  # a stop() meanwhile ends the wait
-            remaining = deadline - time.monotonic()
-            try:
-                metadata = consumer.list_topics(timeout=min(max(remaining, 0.1), 1.0))
-            except ck.KafkaException as exc:
-                if time.monotonic() < deadline:
-                    time.sleep(0.2)  # refused at once: ask again soon, not in a busy loop
-                    continue
-                raise KafkaUnavailable(
-                    f"no Kafka broker answered at {self.bootstrap_servers} within {timeout:g} s ({_describe(exc)}): "
-                    f"is it running, is the address right, do -X security settings match it?",
-                    self.bootstrap_servers,
-                ) from None
-            missing = [t for t in named if t not in metadata.topics or metadata.topics[t].error is not None]
-            if not missing:
-                return
-            if time.monotonic() >= deadline:
-                raise KafkaUnavailable(
-                    f"topic {missing[0]!r} does not exist at {self.bootstrap_servers} (waited {timeout:g} s): "
-                    f"create it first; the source does not create topics",
-                    self.bootstrap_servers, missing[0],
-                )
-            time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+        wait_for_topics(consumer, self.bootstrap_servers, named, float(self.settings["connect_timeout"]),
+                        "the source", lambda: self._stopping, ck)
 
     def _take(self, messages: List[Any], ck: Any) -> None:
         """Put the messages into the current batch (and set aside those that do not decode)."""
@@ -393,7 +364,7 @@ class KafkaSource:
         except ck.KafkaException as exc:
             # Retried with the next hand-over; the messages are in the folder, so a source that
             # dies meanwhile only delivers them again.
-            log.warning("kafka-source: commit failed (%s); trying again after the next hand-over", _describe(exc))
+            log.warning("kafka-source: commit failed (%s); trying again after the next hand-over", describe(exc))
             return
         for tp, offset in offsets.items():
             self._committed[tp] = offset

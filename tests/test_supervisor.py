@@ -11,11 +11,13 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
 from turbo_queue.supervisor import Supervisor, describe_exit
+
+from .supervised import running, wait_for
 
 #: A program that supervises three stages of children; each child records its pid, the handlers it
 #: started with, and its stop (on SIGTERM) in files under the folder given as argv[1].
@@ -52,16 +54,6 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def wait_for(what: Callable[[], object], timeout: float = 30.0, message: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"waited {timeout} s in vain: {message}")
-
-
 def pids_of(folder: Path) -> Dict[int, str]:
     """pid -> kind of every child that started so far."""
     out = {}
@@ -69,15 +61,6 @@ def pids_of(folder: Path) -> Dict[int, str]:
         _, kind, pid = path.name.split("-")
         out[int(pid)] = kind
     return out
-
-
-def running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def start(folder: Path, *args: str) -> subprocess.Popen:

@@ -16,10 +16,11 @@ from ._errors import (
     UnsupportedPlatformError,
 )
 from .consumer import Dequeuer
-from .legacy import dequeue, enqueue, startup
+from .legacy import MultiTask, TaskGroup, dequeue, enqueue, startup
 from .producer import Enqueuer
 from .queues import JoinableQueue, Queue, SimpleQueue
 from .recovery import RecoveryReport, recover
+from .supervisor import Supervisor
 
 __version__ = "1.0.0.dev0"
 
@@ -30,11 +31,14 @@ __all__ = [
     "Enqueuer",
     "Full",
     "JoinableQueue",
+    "MultiTask",
     "NetworkFilesystemError",
     "Queue",
     "RecoveryReport",
     "ShardFormatError",
     "SimpleQueue",
+    "Supervisor",
+    "TaskGroup",
     "TurboQueueError",
     "UnsupportedPlatformError",
     "dequeue",

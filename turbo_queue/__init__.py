@@ -16,7 +16,7 @@ from ._errors import (
     UnsupportedPlatformError,
 )
 from .consumer import Dequeuer
-from .legacy import MultiTask, TaskGroup, dequeue, enqueue, startup
+from .legacy import Dequeue, Enqueue, MultiTask, Startup, TaskGroup, dequeue, enqueue, startup
 from .producer import Enqueuer
 from .queues import JoinableQueue, Queue, SimpleQueue
 from .recovery import RecoveryReport, recover
@@ -26,8 +26,10 @@ __version__ = "1.0.0.dev0"
 
 __all__ = [
     "BatchWriteError",
+    "Dequeue",
     "Dequeuer",
     "Empty",
+    "Enqueue",
     "Enqueuer",
     "Full",
     "JoinableQueue",
@@ -37,6 +39,7 @@ __all__ = [
     "RecoveryReport",
     "ShardFormatError",
     "SimpleQueue",
+    "Startup",
     "Supervisor",
     "TaskGroup",
     "TurboQueueError",

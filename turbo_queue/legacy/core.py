@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import time
+import uuid
 from typing import Any, Generator, Optional
 
 from .. import _folder
@@ -155,3 +157,81 @@ class dequeue(_Base):
         """Hand back what was not yielded."""
         if self._dequeuer is not None:
             self._dequeuer.close()
+
+
+# -- turbo-queue 0.8.0 ------------------------------------------------------------------------
+
+
+class _Base080(_Base):
+    """The settings 0.8.0 added. Most steered its own loops and mean nothing here any more; they
+    are kept, validated as 0.8.0 validated them, so that code setting them runs unchanged."""
+
+    num_loaders = _Setting(int, 1, minimum=1)
+    num_queues = _Setting(int, 1, minimum=1)
+    dequeue_active = _Setting(bool, True)
+    processing_hold = _Setting(bool, False)
+    drop_overflow = _Setting(bool, False)
+    remove_invalid = _Setting(bool, True)
+
+    def get_current_epoch_int(self) -> int:
+        return int(time.time())
+
+    def get_uuid(self) -> uuid.UUID:
+        return uuid.uuid4()
+
+    def check_path_and_create(self, db_path: str) -> None:
+        """Create the folder ``db_path`` (and its parents) unless it exists."""
+        os.makedirs(db_path, exist_ok=True)
+
+    def get_next_ready_file(self) -> Optional[str]:
+        """The path of the oldest ``ready_`` batch, or None (a look only: nothing is claimed)."""
+        try:
+            names = _folder.ready_in_order(self.folder)
+        except FileNotFoundError:
+            return None
+        return os.path.join(self.folder, names[0]) if names else None
+
+
+class Startup(_Base080, startup):
+    """0.8.0's startup cleanup. ``on_start_cleanup()`` also converts the folder's 0.5.2 and 0.8.0
+    files (``load_``, ``unload_``, ``..._recovered.db``) so that they drain."""
+
+    def migrate_queue(self) -> None:
+        """A placeholder in 0.8.0, which did nothing; kept so that calling it still works."""
+
+
+class Enqueue(_Base080, enqueue):
+    """0.8.0's loader: set the properties, ``start()``, then ``add(data)``.
+
+    The batch timer runs by itself, so ``check_time()``, ``check_slow_batch()`` and
+    ``activate_check_batch_age()`` (0.8.0's unfinished attempts at it) have nothing left to do.
+    With ``drop_overflow`` set, ``add()`` drops items while ``enqueue_active`` is false, as
+    0.8.0 did (its docstring: for testing only).
+    """
+
+    def add(self, data: Any) -> None:
+        if self.drop_overflow and not self.enqueue_active:
+            return
+        super().add(data)
+
+    def check_time(self) -> None:
+        """Nothing to do: the batch timer rolls a batch once it is ``max_batch_age`` old."""
+
+    def activate_check_batch_age(self) -> None:
+        """Nothing to do: the batch timer already runs (0.8.0's version blocked its caller forever)."""
+
+    async def check_slow_batch(self) -> None:
+        """Nothing to do: the batch timer already rolls slow batches."""
+
+
+class Dequeue(_Base080, dequeue):
+    """0.8.0's consumer: ``get()`` returns a generator of items, ``None`` when the queue is empty.
+
+    With ``auto_cleanup`` (the default) an item counts as done once the next one is asked for.
+    With ``auto_cleanup = False`` nothing yielded is done until ``clean_up()`` says so, and
+    ``roll_back()`` hands every yielded item not yet cleaned up back to the queue, to be
+    delivered again (0.8.0 did this per batch file; here it is per item, across batches).
+    """
+
+    def check_state(self) -> None:
+        """A placeholder in 0.8.0, which did nothing; kept so that calling it still works."""

@@ -1,7 +1,12 @@
-"""Kafka to Kafka through queue folders (the ``kafka`` extra, on confluent-kafka)."""
+"""Kafka to Kafka through queue folders (the ``kafka`` extra, on confluent-kafka).
+
+Importing this package needs no Kafka client: confluent-kafka is imported when a connector runs.
+"""
 
 from __future__ import annotations
 
+from ._errors import KafkaUnavailable
 from .message import Headers, Message
+from .source import KafkaSource
 
-__all__ = ["Headers", "Message"]
+__all__ = ["Headers", "KafkaSource", "KafkaUnavailable", "Message"]

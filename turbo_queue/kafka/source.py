@@ -1,0 +1,495 @@
+"""``KafkaSource``: consume Kafka topics in a consumer group into a queue folder, at least once.
+
+Offsets are never committed automatically. The source puts each message into the folder's
+current batch, and every ``commit_interval`` seconds (or ``batch_size`` messages) it hands the
+batch over (``Enqueuer.flush()``: renamed ``ready_``, after its fsyncs with ``durable``) and only
+then commits, synchronously, the offset after the last message of each partition in it. So a
+committed offset never runs ahead of what is in the folder: a source killed at any moment loses
+nothing, and the next owner of its partitions delivers again what it had not committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import orjson
+
+from .. import _folder
+from .._codecs import get_codec
+from .._shard import ShardWriter
+from ..producer import Enqueuer
+from ._errors import KafkaUnavailable, import_confluent_kafka
+from .message import Message
+from .status import remove_status, write_status
+
+log = logging.getLogger("turbo_queue.kafka")
+
+PathLike = Union[str, "os.PathLike[str]"]
+TopicPartition = Tuple[str, int]
+
+#: The source's settings and their defaults (keyword arguments of KafkaSource).
+DEFAULTS: Dict[str, Any] = {
+    "value": "bytes",  # "bytes": the value as the broker has it; "json": decoded (a bad one is set aside)
+    "dead_letter": None,  # topic for values that do not decode; None: a bad_ batch in the folder
+    "max_ready_files": 100,  # pause the partitions while this many ready_ batches wait (None: no limit)
+    "max_ready_items": None,  # ...or while this many items wait in ready_/chosen_ batches (None: no limit)
+    "batch_size": 10_000,  # hand over and commit after this many messages at most
+    "commit_interval": 1.0,  # ...or after this many seconds at most
+    "durable": False,  # fsync each batch before it is handed over (and so before the commit)
+    "connect_timeout": 30.0,  # seconds for a broker to answer and the topics to exist, at start
+    "status_interval": 1.0,  # seconds between rewrites of the status file
+    "allow_network_fs": False,
+    "config": None,  # librdkafka settings, passed as they are (TLS, SASL, session.timeout.ms, ...)
+}
+
+#: librdkafka settings the source depends on: ``config`` may not change them.
+REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+#: librdkafka settings the source starts from; ``config`` overrides them.
+CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest"}
+#: Messages taken from the client per call.
+POLL_MESSAGES = 1000
+#: Header names the dead-letter topic adds to a message that could not be decoded.
+REASON_HEADER = "turbo_queue.reason"
+ORIGIN_HEADER = "turbo_queue.origin"
+#: Consumer settings that a producer (of the dead-letter topic) must not be given.
+_CONSUMER_ONLY = (
+    "group.", "auto.offset.reset", "enable.auto.", "session.timeout.ms", "heartbeat.interval.ms",
+    "max.poll.interval.ms", "partition.assignment.strategy", "isolation.level", "fetch.", "queued.",
+    "auto.commit.", "enable.partition.eof", "check.crcs", "allow.auto.create.topics", "consume.",
+)
+
+
+class _ClientLog:
+    """librdkafka's log lines, into ``logging``: a failed connection only at INFO.
+
+    librdkafka repeats those at every reconnection attempt; the source itself warns when it
+    waits for a broker (at most every ``_QUIET`` seconds).
+    """
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if args and args[0] == "FAIL" and level > logging.INFO:
+            level = logging.INFO
+        log.log(level, fmt, *args)
+
+
+_client_log = _ClientLog()
+#: Seconds between two warnings that the broker is away.
+_QUIET = 30.0
+
+
+def _describe(exc: BaseException) -> str:
+    """A KafkaException's error text (its KafkaError's str()), or the exception's."""
+    error = exc.args[0] if exc.args else exc
+    return str(error.str()) if hasattr(error, "str") else str(error)
+
+
+def _set_aside(folder: str, items: List[Message], reason: str, durable: bool) -> str:
+    """Write ``items`` into a new ``bad_`` batch whose meta records ``reason``; returns its name.
+
+    Stands in for ``turbo_queue.set_aside`` until that is merged from the kafka-sink branch.
+    """
+    try:
+        from .. import set_aside  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+    else:
+        return str(set_aside(folder, items, reason, codec="pickle", durable=durable))
+    codec = get_codec("pickle")
+    batch = _folder.create(folder)
+    try:
+        writer = ShardWriter(batch.path, codec, durable, meta={"reason": reason})
+        writer.append(len(items), codec.encode_many(items))
+        writer.finish()
+        batch.move(_folder.BAD, durable)
+    except BaseException:
+        batch.remove()
+        raise
+    finally:
+        batch.release()
+    return batch.name.filename
+
+
+class KafkaSource:
+    """Consumes ``topics`` in consumer group ``group`` and puts each message into ``folder``.
+
+    Each item is a :class:`Message` (key, value, headers, timestamp, topic, partition, offset),
+    in the pickle codec. ``topics`` may hold regular expressions (``"^events-.*"``) as
+    confluent-kafka allows. The settings and their defaults are in ``DEFAULTS``; ``config`` passes
+    any librdkafka setting (it may not turn on automatic commits). ``run()`` consumes until
+    ``stop()`` (from another thread or a signal handler), then hands over, commits and leaves the
+    group. Raises ValueError for a bad setting.
+    """
+
+    def __init__(self, folder: PathLike, *, bootstrap_servers: str, topics: Union[str, Sequence[str]], group: str,
+                 **settings: Any) -> None:
+        unknown = sorted(set(settings) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown KafkaSource setting(s): {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        merged = {**DEFAULTS, **settings}
+        self.folder = os.path.abspath(os.fspath(folder))
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.group = group
+        if not bootstrap_servers:
+            raise ValueError("bootstrap_servers must name at least one broker, as HOST:PORT")
+        if not self.topics or not all(isinstance(t, str) and t for t in self.topics):
+            raise ValueError(f"topics must be one or more topic names, got {topics!r}")
+        if not group:
+            raise ValueError("group must name the consumer group")
+        if merged["value"] not in ("bytes", "json"):
+            raise ValueError(f"value must be 'bytes' or 'json', got {merged['value']!r}")
+        for name in ("connect_timeout", "commit_interval", "status_interval"):
+            if not isinstance(merged[name], (int, float)) or not merged[name] > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {merged[name]!r}")
+        for name in ("max_ready_files", "max_ready_items"):
+            if merged[name] is not None and (not isinstance(merged[name], int) or merged[name] < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {merged[name]!r}")
+        Enqueuer.check_settings(batch_size=merged["batch_size"])
+        config = dict(merged["config"] or {})
+        for key, required in REQUIRED.items():
+            if key in config and str(config[key]).lower() != str(required).lower():
+                raise ValueError(f"{key}={config[key]} is not allowed: the source commits offsets itself, "
+                                 f"only after the messages are handed over")
+        self.settings = merged
+        self.config: Dict[str, Any] = {**CONSUMER_DEFAULTS, **config, **REQUIRED,
+                                       "bootstrap.servers": bootstrap_servers, "group.id": group}
+        self._stopping = False
+        # The state of one run() (reset there).
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._enqueuer: Optional[Enqueuer] = None
+        self._assigned: Set[TopicPartition] = set()
+        self._put_upto: Dict[TopicPartition, int] = {}  # offset after the last message put
+        self._uncommitted: Dict[TopicPartition, int] = {}  # offsets to commit after the next hand-over
+        self._committed: Dict[TopicPartition, int] = {}
+        self._since_commit = 0
+        self._dead_pending: List[Message] = []  # sent to the dead-letter topic, not yet confirmed
+        self._dead_failed: List[Tuple[Message, str]] = []
+        self._broken: Optional[BaseException] = None  # a hand-over failed: never commit again
+        self._paused = False
+        self._next_away_warning = 0.0
+        self.counts = {"messages_in": 0, "commits": 0, "set_aside": 0, "dead_lettered": 0, "pauses": 0}
+
+    # -- the public calls ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Make ``run()`` hand over, commit, leave the group and return (safe from a signal handler)."""
+        self._stopping = True
+
+    def run(self) -> None:
+        """Consume until ``stop()``.
+
+        Raises KafkaUnavailable when no broker answers or a named topic does not exist within
+        ``connect_timeout``; ImportError without confluent-kafka; BatchWriteError when the
+        folder cannot be written (nothing after the last hand-over was committed);
+        NetworkFilesystemError for a folder on a network filesystem.
+        """
+        ck = import_confluent_kafka()
+        enqueuer = Enqueuer(self.folder, batch_size=self.settings["batch_size"],
+                            max_batch_delay=self.settings["commit_interval"], durable=self.settings["durable"],
+                            allow_network_fs=self.settings["allow_network_fs"])
+        self._enqueuer = enqueuer
+        consumer = ck.Consumer(self.config, logger=_client_log)
+        self._consumer = consumer
+        started = time.time()
+        try:
+            self._check_topics(consumer, ck)
+            if self.settings["dead_letter"]:
+                self._producer = ck.Producer(self._producer_config(), logger=_client_log)
+            consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                               on_lost=self._on_lost)
+            log.info("kafka-source: consuming %s as group %s from %s into %s", ", ".join(self.topics), self.group,
+                     self.bootstrap_servers, self.folder)
+            next_commit = time.monotonic() + self.settings["commit_interval"]
+            next_look = next_status = 0.0
+            while not self._stopping:
+                messages = consumer.consume(POLL_MESSAGES, 0.2)
+                self._take(messages, ck)
+                now = time.monotonic()
+                if self._since_commit >= self.settings["batch_size"] or (now >= next_commit and self._since_commit):
+                    self._hand_over_and_commit()
+                    next_commit = now + self.settings["commit_interval"]
+                elif now >= next_commit:
+                    next_commit = now + self.settings["commit_interval"]
+                if now >= next_look:
+                    self._apply_backpressure()
+                    next_look = now + 0.1
+                if now >= next_status:
+                    self._write_status(started)
+                    next_status = now + self.settings["status_interval"]
+            self._hand_over_and_commit(final=True)
+        finally:
+            try:
+                consumer.close()  # leaves the group now (revocation hands over and commits first)
+            finally:
+                self._consumer = None
+                if self._producer is not None:
+                    self._producer.flush(self.settings["connect_timeout"])
+                    self._producer = None
+                try:
+                    enqueuer.close()
+                finally:
+                    self._enqueuer = None
+                    self._stopping = False  # a later run() runs again
+                    remove_status(self.folder, "source")
+        if self._broken is not None:
+            raise self._broken
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _producer_config(self) -> Dict[str, Any]:
+        config = {k: v for k, v in self.config.items() if not k.startswith(_CONSUMER_ONLY) and k not in REQUIRED}
+        config.update({"acks": "all", "enable.idempotence": True})
+        return config
+
+    def _check_topics(self, consumer: Any, ck: Any) -> None:
+        """KafkaUnavailable unless a broker answers and each named topic exists, within connect_timeout."""
+        timeout = float(self.settings["connect_timeout"])
+        deadline = time.monotonic() + timeout
+        named = [t for t in self.topics if not t.startswith("^")]
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                metadata = consumer.list_topics(timeout=max(remaining, 0.1))
+            except ck.KafkaException as exc:
+                raise KafkaUnavailable(
+                    f"no Kafka broker answered at {self.bootstrap_servers} within {timeout:g} s ({_describe(exc)}): "
+                    f"is it running, is the address right, do -X security settings match it?",
+                    self.bootstrap_servers,
+                ) from None
+            missing = [t for t in named if t not in metadata.topics or metadata.topics[t].error is not None]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailable(
+                    f"topic {missing[0]!r} does not exist at {self.bootstrap_servers} (waited {timeout:g} s): "
+                    f"create it first; the source does not create topics",
+                    self.bootstrap_servers, missing[0],
+                )
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+
+    def _take(self, messages: List[Any], ck: Any) -> None:
+        """Put the messages into the current batch (and set aside those that do not decode)."""
+        if not messages:
+            return
+        items: List[Message] = []
+        decode = self.settings["value"] == "json"
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                self._client_error(error, ck)
+                continue
+            where = (m.topic(), m.partition())
+            offset = m.offset()
+            # A message of a partition given up meanwhile is the next owner's to deliver; one
+            # below what this source put already came again after a reassignment.
+            if where not in self._assigned or offset < self._put_upto.get(where, -1):
+                continue
+            kind, stamp = m.timestamp()
+            value = m.value()
+            message = Message(value, m.key(), m.headers(), stamp if kind != ck.TIMESTAMP_NOT_AVAILABLE else None,
+                              where[0], where[1], offset)
+            self._put_upto[where] = offset + 1
+            self._uncommitted[where] = offset + 1
+            self._since_commit += 1
+            self.counts["messages_in"] += 1
+            if decode and value is not None:
+                try:
+                    message = message._replace(value=orjson.loads(value))
+                except orjson.JSONDecodeError as exc:
+                    self._bad_value(message, f"the value of {where[0]} [{where[1]}] at offset {offset} "
+                                             f"is not JSON: {exc}")
+                    continue
+            items.append(message)
+        if items:
+            assert self._enqueuer is not None
+            self._enqueuer.put_many(items)
+
+    def _client_error(self, error: Any, ck: Any) -> None:
+        if error.fatal():
+            raise ck.KafkaException(error)
+        if error.code() in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN):
+            now = time.monotonic()
+            if now >= self._next_away_warning:
+                log.warning("kafka-source: %s; waiting for the broker to come back", error.str())
+                self._next_away_warning = now + _QUIET
+        elif error.code() != ck.KafkaError._PARTITION_EOF:
+            log.error("kafka-source: %s", error.str())
+
+    def _bad_value(self, message: Message, reason: str) -> None:
+        """A value that does not decode: to the dead-letter topic, else a bad_ batch; never dropped."""
+        if self._producer is None:
+            name = _set_aside(self.folder, [message], reason, self.settings["durable"])
+            self.counts["set_aside"] += 1
+            log.warning("kafka-source: %s; set aside in %s", reason, name)
+            return
+        headers = list(message.headers or []) + [
+            (REASON_HEADER, reason.encode()),
+            (ORIGIN_HEADER, f"{message.topic}/{message.partition}/{message.offset}".encode()),
+        ]
+        self._dead_pending.append(message)
+
+        def report(error: Any, _record: Any, message: Message = message) -> None:
+            self._dead_pending.remove(message)
+            if error is None:
+                self.counts["dead_lettered"] += 1
+            else:
+                self._dead_failed.append((message, f"{reason}; the dead-letter topic refused it: {error.str()}"))
+
+        while True:
+            try:
+                self._producer.produce(self.settings["dead_letter"], message.value, message.key, headers=headers,
+                                       timestamp=message.timestamp or 0, on_delivery=report)
+                break
+            except BufferError:
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def _confirm_dead_letters(self, timeout: float) -> bool:
+        """Wait for the dead-letter topic to confirm what was sent; set aside what it refused.
+
+        False when some are still unconfirmed (the broker is away): nothing may be committed then.
+        """
+        if self._producer is None:
+            return True
+        if self._dead_pending:
+            self._producer.flush(timeout)
+        while self._dead_failed:
+            message, reason = self._dead_failed.pop()
+            name = _set_aside(self.folder, [message], reason, self.settings["durable"])
+            self.counts["set_aside"] += 1
+            log.warning("kafka-source: %s; set aside in %s", reason, name)
+        return not self._dead_pending
+
+    def _hand_over_and_commit(self, partitions: Optional[Set[TopicPartition]] = None, final: bool = False) -> None:
+        """Hand the current batch over, then commit the offsets after it (of ``partitions``, or all)."""
+        if self._broken is not None or self._enqueuer is None:
+            return
+        try:
+            self._enqueuer.flush()
+        except BaseException as exc:
+            self._broken = exc  # those messages are not in the folder: commit nothing from now on
+            self._stopping = True
+            raise
+        self._since_commit = 0
+        timeout = self.settings["connect_timeout"] if final else 5.0
+        if not self._confirm_dead_letters(timeout):
+            log.warning("kafka-source: the dead-letter topic has not confirmed %d message(s); not committing yet",
+                        len(self._dead_pending))
+            return
+        offsets = {tp: o for tp, o in self._uncommitted.items() if partitions is None or tp in partitions}
+        if offsets:
+            self._commit(offsets)
+
+    def _commit(self, offsets: Dict[TopicPartition, int]) -> None:
+        ck = import_confluent_kafka()
+        try:
+            self._consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=False)
+        except ck.KafkaException as exc:
+            # Retried with the next hand-over; the messages are in the folder, so a source that
+            # dies meanwhile only delivers them again.
+            log.warning("kafka-source: commit failed (%s); trying again after the next hand-over", _describe(exc))
+            return
+        for tp, offset in offsets.items():
+            self._committed[tp] = offset
+            if self._uncommitted.get(tp) == offset:
+                del self._uncommitted[tp]
+        self.counts["commits"] += 1
+
+    def _on_assign(self, consumer: Any, partitions: List[Any]) -> None:
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        log.info("kafka-source: assigned %s", _names(partitions))
+        if self._paused and partitions:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: List[Any]) -> None:
+        # Before the partitions go: hand over what this source holds and commit it, so that the
+        # next owner starts right after it (no duplicate).
+        revoked = {(p.topic, p.partition) for p in partitions}
+        log.info("kafka-source: revoked %s; handing over and committing first", _names(partitions))
+        try:
+            self._hand_over_and_commit(revoked)
+        finally:
+            self._forget(revoked)
+
+    def _on_lost(self, consumer: Any, partitions: List[Any]) -> None:
+        # The group has already given them to another source: a commit would be refused. Hand
+        # over what this source holds anyway; the other delivers it again (duplicates, no loss).
+        lost = {(p.topic, p.partition) for p in partitions}
+        log.warning("kafka-source: lost %s (session timed out?); their uncommitted messages will come again",
+                    _names(partitions))
+        try:
+            if self._enqueuer is not None and self._broken is None:
+                self._enqueuer.flush()
+        finally:
+            self._forget(lost)
+
+    def _forget(self, partitions: Set[TopicPartition]) -> None:
+        self._assigned -= partitions
+        for tp in partitions:
+            self._uncommitted.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def _backlog_full(self) -> bool:
+        limit_files, limit_items = self.settings["max_ready_files"], self.settings["max_ready_items"]
+        if limit_files is not None and _folder.count_ready(self.folder) >= limit_files:
+            return True
+        if limit_items is not None:
+            from ..monitor import snapshot
+
+            return snapshot(self.folder).backlog_items >= limit_items
+        return False
+
+    def _apply_backpressure(self) -> None:
+        """Pause every assigned partition while the backlog is at its limit; resume below it.
+
+        Paused, the source keeps polling (it stays in the group), fetches nothing, and the
+        backlog waits in Kafka.
+        """
+        full = self._backlog_full()
+        if full == self._paused:
+            return
+        consumer = self._consumer
+        assignment = consumer.assignment()
+        if full:
+            self._hand_over_and_commit()
+            consumer.pause(assignment)
+            self.counts["pauses"] += 1
+            log.info("kafka-source: the folder's backlog is at its limit; paused %d partition(s)", len(assignment))
+        else:
+            consumer.resume(assignment)
+            log.info("kafka-source: consumers caught up; resumed %d partition(s)", len(assignment))
+        self._paused = full
+
+    def _write_status(self, started: float) -> None:
+        ck = import_confluent_kafka()
+        partitions = []
+        for topic, partition in sorted(self._assigned):
+            tp = ck.TopicPartition(topic, partition)
+            high: Optional[int]
+            try:
+                # Paused partitions are not fetched, so the cached watermark would stand still.
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=not self._paused)
+            except ck.KafkaException:
+                high = None
+            if high is not None and high < 0:
+                high = None
+            committed = self._committed.get((topic, partition))
+            done = committed if committed is not None else self._put_upto.get((topic, partition))
+            partitions.append({
+                "topic": topic, "partition": partition, "committed": committed, "high_watermark": high,
+                "lag": None if high is None or done is None else max(high - done, 0), "paused": self._paused,
+            })
+        write_status(self.folder, "source", {
+            "bootstrap_servers": self.bootstrap_servers, "group": self.group, "topics": self.topics,
+            "started": started, "updated": time.time(), "paused": self._paused, "partitions": partitions,
+            **self.counts,
+        })
+
+
+def _names(partitions: List[Any]) -> str:
+    return ", ".join(f"{p.topic} [{p.partition}]" for p in partitions) or "nothing"

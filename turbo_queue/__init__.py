@@ -15,6 +15,7 @@ from ._errors import (
     TurboQueueError,
     UnsupportedPlatformError,
 )
+from ._aside import set_aside
 from .consumer import Dequeuer
 from .legacy import Dequeue, Enqueue, MultiTask, Startup, TaskGroup, dequeue, enqueue, startup
 from .producer import Enqueuer
@@ -47,5 +48,6 @@ __all__ = [
     "dequeue",
     "enqueue",
     "recover",
+    "set_aside",
     "startup",
 ]

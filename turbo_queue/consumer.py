@@ -9,12 +9,12 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Iterator, List, Optional, Set, Union
+from typing import Any, Deque, Iterator, List, NamedTuple, Optional, Set, Union
 
-from . import _folder, _lifecycle, _platform, _shard, _upgrade, _watch
+from . import _aside, _folder, _lifecycle, _platform, _shard, _upgrade, _watch
 from ._counters import GOT, Counters
 from ._errors import ShardFormatError
-from ._shard import Chunk, ShardReader, ShardWriter
+from ._shard import Chunk, ShardReader
 from .producer import _positive_int, _positive_number, check_timeout
 from .recovery import recover
 
@@ -27,6 +27,18 @@ log = logging.getLogger("turbo_queue")
 _HELD_RETRY = (0.002, 0.1)
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class _Returned(NamedTuple):
+    """A batch whose items were all returned but not all acknowledged (``auto_ack=False``).
+
+    It stays claimed (``chosen_``, under its flock) until ``ack()`` deletes it or ``nack()``/``close()``
+    hands it back at ``acked``; a crash leaves it to recovery, at its recorded position.
+    """
+
+    batch: _folder.Batch
+    reader: ShardReader
+    acked: int
 
 
 class Dequeuer:
@@ -48,6 +60,14 @@ class Dequeuer:
     of one chunk only), so that the next crash names the item or its chunk; once ``max_crashes``
     consumers died at the same item, the chunk holding it is set aside too, from that item on.
     Such an item is delivered at most ``max_crashes + 1`` times.
+
+    Explicit acknowledgement (``auto_ack=False``): ``get``/``get_many`` acknowledge nothing;
+    ``ack()`` acknowledges every item returned so far and records that in the batch file at once,
+    so a crash after it never delivers those items again, and deletes the batches it finished;
+    ``nack()`` hands back every returned item not yet acknowledged, to be delivered again (to this
+    or another consumer), and so does ``close()``. Several calls may return items, across batch
+    boundaries, before one ``ack()``: the batches they came from stay claimed until then. A crash
+    delivers again exactly the items not acknowledged.
     """
 
     def __init__(
@@ -59,9 +79,13 @@ class Dequeuer:
         max_crashes: int = 3,
         durable: bool = False,
         allow_network_fs: bool = False,
+        auto_ack: bool = True,
         counters: Optional[Counters] = None,
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
+        if not isinstance(auto_ack, bool):
+            raise ValueError(f"auto_ack must be True or False, got {auto_ack!r}")
+        self.auto_ack = auto_ack
         self._counters = counters  # where Queue counts items at get() time
         self.ack_every = _positive_int("ack_every", ack_every)
         self.recover_every = _positive_number("recover_every", recover_every)
@@ -81,6 +105,8 @@ class Dequeuer:
         self._batch: Optional[_folder.Batch] = None
         self._reader: Optional[ShardReader] = None
         self._taken = 0  # items of the claimed batch returned so far (its position)
+        self._acked = 0  # auto_ack=False: items of the claimed batch acknowledged by ack()
+        self._returned: List[_Returned] = []  # auto_ack=False: finished batches awaiting ack()
         self._next = 0  # position of the first item not yet decoded
         self._careful = False  # record the position at every call: a consumer died holding this batch
         self._skip: Set[str] = set()  # ready_ files this consumer cannot read (a newer format)
@@ -94,7 +120,7 @@ class Dequeuer:
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """The next item; ``queue.Empty`` if none comes (at once, or within ``timeout`` seconds)."""
         with self._lock:
-            if self._careful:
+            if self._careful and self.auto_ack:
                 self._ack_all()
             if not self._items or timeout is not None:
                 self._fill(block, timeout)
@@ -107,7 +133,7 @@ class Dequeuer:
         """Up to ``max_items`` items (at least one), from one batch; ``queue.Empty`` as ``get`` does."""
         _positive_int("max_items", max_items)
         with self._lock:
-            if self._careful:
+            if self._careful and self.auto_ack:
                 self._ack_all()
             if not self._items or timeout is not None:
                 self._fill(block, timeout)
@@ -140,15 +166,63 @@ class Dequeuer:
                     return
                 raise
 
+    def ack(self) -> None:
+        """Acknowledge every item returned so far (``auto_ack=False`` only).
+
+        The position is recorded in the batch file before this returns (one SQLite commit), and
+        the batches whose items were all returned are deleted. ``ValueError`` when closed, or for a
+        Dequeuer that acknowledges on its own.
+        """
+        with self._lock:
+            self._check_explicit("ack")
+            for held in self._returned:
+                self._delete(held.batch, held.reader)
+            self._returned.clear()
+            reader = self._reader
+            if reader is None or self._acked == self._taken:
+                return
+            self._acked = self._taken
+            if self._taken >= reader.count:  # all returned: nothing is left to record
+                self._finish_batch()
+            else:
+                self._save_position(reader)
+
+    def nack(self) -> None:
+        """Hand back every item returned and not acknowledged (``auto_ack=False`` only).
+
+        They are delivered again, to this or another consumer; what was acknowledged is not.
+        ``ValueError`` when closed, or for a Dequeuer that acknowledges on its own.
+        """
+        with self._lock:
+            self._check_explicit("nack")
+            self._hand_back_returned()
+            if self._reader is not None and self._acked != self._taken:
+                self._items.clear()  # decoded items not yet returned are read again from the file
+                self._release_batch()
+
+    @property
+    def unacknowledged(self) -> int:
+        """How many items were returned and not yet acknowledged (0 with ``auto_ack=True``)."""
+        if self.auto_ack:
+            return 0
+        held = sum(one.reader.count - one.acked for one in self._returned)
+        return held + (self._taken - self._acked if self._reader is not None else 0)
+
     def close(self) -> None:
-        """Acknowledge what was returned and hand the rest of the batch back (``ready_``)."""
+        """Hand the rest of the batch back (``ready_``); with ``auto_ack=True`` acknowledge what was returned.
+
+        With ``auto_ack=False`` the items returned and not acknowledged are handed back too.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._items.clear()
             _lifecycle.untrack(self)
-            self._release_batch()
+            try:
+                self._hand_back_returned()
+            finally:
+                self._release_batch()
 
     @property
     def closed(self) -> bool:
@@ -168,6 +242,7 @@ class Dequeuer:
         return {
             "folder": self.folder, "ack_every": self.ack_every, "recover_every": self.recover_every,
             "max_crashes": self.max_crashes, "durable": self.durable, "allow_network_fs": self.allow_network_fs,
+            "auto_ack": self.auto_ack,
         }
 
     def __setstate__(self, state: dict) -> None:
@@ -220,7 +295,7 @@ class Dequeuer:
         """Decode the next chunk of the claimed batch into ``_items``; False if it was set aside."""
         reader = self._reader
         assert reader is not None
-        if self._taken - reader.acked >= self.ack_every:
+        if self.auto_ack and self._taken - reader.acked >= self.ack_every:
             self._save_position(reader)
         chunk = self._next_chunk(reader)
         if chunk is None:
@@ -295,7 +370,7 @@ class Dequeuer:
                 continue
             _lifecycle.ensure_exit_hook()  # so that exit hands the batch back, in any process
             self._batch, self._reader = batch, reader
-            self._taken = self._next = reader.acked
+            self._taken = self._next = self._acked = reader.acked
             self._careful = reader.crashes > 0
             self.claimed += 1
             if reader.crashes >= self.max_crashes:
@@ -320,12 +395,35 @@ class Dequeuer:
             batch.release()
 
     def _finish_batch(self) -> None:
-        """Every item was returned and acknowledged: delete the file, then drop the lock."""
-        assert self._batch is not None and self._reader is not None
-        self._reader.close()
-        self._batch.remove(self.durable)
-        self._batch.release()
+        """Every item was returned: delete the file if they were acknowledged, else keep it for ``ack()``."""
+        batch, reader = self._batch, self._reader
+        assert batch is not None and reader is not None
         self._batch, self._reader = None, None
+        if self.auto_ack or self._acked >= reader.count:
+            self._delete(batch, reader)
+        else:
+            self._returned.append(_Returned(batch, reader, self._acked))
+
+    def _delete(self, batch: _folder.Batch, reader: ShardReader) -> None:
+        """Delete a batch whose items were all acknowledged, then drop its lock."""
+        try:
+            reader.close()
+            batch.remove(self.durable)
+        finally:
+            batch.release()
+
+    def _check_explicit(self, call: str) -> None:
+        if self._closed:
+            raise ValueError(f"Dequeuer for {self.folder} is closed")
+        if self.auto_ack:
+            raise ValueError(f"{call}() is for a Dequeuer made with auto_ack=False; this one acknowledges "
+                             f"an item when the next get()/get_many() is called or at close()")
+
+    def _hand_back_returned(self) -> None:
+        """Hand back the finished batches awaiting ``ack()``, at their acknowledged positions."""
+        while self._returned:
+            held = self._returned.pop(0)
+            self._hand_back(held.batch, held.reader, held.acked)
 
     def _set_aside(self, chunk: Chunk, reason: str) -> None:
         """Keep a chunk that cannot be decoded in a ``bad_`` file of its own and go on past it.
@@ -340,37 +438,38 @@ class Dequeuer:
         batch, reader = self._batch, self._reader
         assert batch is not None and reader is not None
         source = batch.name.filename
+        meta = {"acked": self._next - chunk.first, "set_aside_from": source, "set_aside_first": chunk.first,
+                "reason": reason}
         try:
-            aside = _folder.create(self.folder)
-            try:
-                meta = {"acked": self._next - chunk.first, "set_aside_from": source, "set_aside_first": chunk.first,
-                        "reason": reason}
-                writer = ShardWriter(aside.path, reader.codec, self.durable, meta=meta)
-                try:
-                    writer.append(chunk.n, chunk.data, chunk.crc)
-                    writer.finish()
-                except BaseException:
-                    writer.abandon()
-                    raise
-                aside.move(_folder.BAD, self.durable)
-            finally:
-                aside.release()  # on a failure the loading_ file is an orphan: recovery removes or re-queues it
+            aside = _aside.write_bad(self.folder, reader.codec, [(chunk.n, chunk.data, chunk.crc)], meta,
+                                     self.durable)
         except (sqlite3.Error, OSError) as exc:
             self._quarantine(f"{reason}; setting the chunk aside failed ({exc})")
             return
         log.error("turbo_queue: %s: %s; those %d items are kept in %s for a person to look at",
-                  source, reason, chunk.n, aside.name.filename)
+                  source, reason, chunk.n, aside)
+        settled = self._acked == self._next  # auto_ack=False: every item returned was acknowledged
         self._taken = self._next = chunk.first + chunk.n
-        self._save_position(reader)  # so that a crash now does not set the chunk aside twice
+        if self.auto_ack:
+            self._save_position(reader)  # so that a crash now does not set the chunk aside twice
+        elif settled:
+            self._acked = self._taken
+            self._save_position(reader)
+        # else a position past the chunk would acknowledge the items returned before it: after a
+        # crash or nack() the chunk is set aside once more (a second bad_ file), and nothing is lost
 
-    def _save_position(self, reader: ShardReader) -> None:
-        """Record the acknowledged position; a failure (disk full, a read-only file) is not fatal.
+    def _save_position(self, reader: ShardReader, position: Optional[int] = None) -> None:
+        """Record the acknowledged position (``position``, else the claimed batch's); a failure is not fatal.
+
+        A failure (disk full, a read-only file) is logged once per batch.
 
         The position only bounds the duplicates after a crash: without it, items since the last
         recorded position come again. Delivery goes on, which is what frees a full disk.
         """
+        if position is None:
+            position = self._taken if self.auto_ack else self._acked
         try:
-            reader.save_acked(self._taken)
+            reader.save_acked(position)
         except sqlite3.Error as exc:
             if self._unsaved != reader.path:  # once per batch, not once per chunk
                 self._unsaved = reader.path
@@ -391,18 +490,22 @@ class Dequeuer:
         self._batch, self._reader = None, None  # items decoded before the bad chunk are still returned
 
     def _release_batch(self) -> None:
-        """Hand back the claimed batch: record the position, close SQLite, rename, unlock."""
+        """Hand back the claimed batch at its acknowledged position."""
         batch, reader = self._batch, self._reader
         if batch is None or reader is None:
             return
         self._batch, self._reader = None, None
+        self._hand_back(batch, reader, self._taken if self.auto_ack else self._acked)
+
+    def _hand_back(self, batch: _folder.Batch, reader: ShardReader, position: int) -> None:
+        """Record ``position``, close SQLite, rename to ``ready_`` (or delete if all acknowledged), unlock."""
         try:
-            if self._taken >= reader.count:
+            if position >= reader.count:
                 reader.close()
                 batch.remove(self.durable)
                 return
-            if self._taken != reader.acked:
-                self._save_position(reader)
+            if position != reader.acked:
+                self._save_position(reader, position)
             reader.close()
             if _shard.has_journal(batch.path):  # a failed save left one (R1): recovery rolls it back in place
                 log.error("turbo_queue: %s has a journal beside it; left as chosen_ for recover()", batch.path)
@@ -418,5 +521,7 @@ class Dequeuer:
         # Its batch's lock: _folder closes the child's copy of every batch lock.
         if self._reader is not None:
             _lifecycle.keep_inherited(self._reader.forget())
+        for held in self._returned:
+            _lifecycle.keep_inherited(held.reader.forget())
         self._counters = None  # the parent's: a child counts in counters of its own
         self._reset()

@@ -269,11 +269,17 @@ def add_kafka_source_command(commands: "argparse._SubParsersAction", common: arg
     cli_source.add_parser(commands, common)
 
 
+def add_pipeline_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    from .kafka import cli_pipeline
+
+    cli_pipeline.add_parser(commands, common)
+
+
 #: Each adds one subcommand; a new command is a function here and a line in this list.
 COMMANDS = [
     add_demo_command, add_recover_command, add_bench_command,
     add_monitor_command, add_stats_command, add_exporter_command, add_peek_command,
-    add_kafka_source_command,
+    add_kafka_source_command, add_pipeline_command,
 ]
 
 

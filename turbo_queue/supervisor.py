@@ -56,6 +56,7 @@ class _Group:
     daemon: bool
     index_kwarg: Optional[str]
     first_index: int
+    on_death: Optional[Callable[[str, int], None]]
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Supervisor:
         daemon: bool = False,
         index_kwarg: Optional[str] = None,
         first_index: int = 0,
+        on_death: Optional[Callable[[str, int], None]] = None,
     ) -> None:
         """Add ``count`` children that each run ``target(*args, **kwargs)``.
 
@@ -152,7 +154,9 @@ class Supervisor:
         ``drained()`` (if given) is polled until it is true, at most ``drain_timeout`` seconds,
         while the children keep running. ``stop_timeout``: how long a child has after SIGTERM
         before it gets SIGKILL. With ``index_kwarg``, child i gets ``first_index + i`` as that
-        keyword argument. ``ValueError`` for a bad setting or a name already used.
+        keyword argument. ``on_death(name, exitcode)`` is called in the supervisor after a child of
+        the group died (before it is started again), for clean-up such as ``recover()`` of its
+        folder. ``ValueError`` for a bad setting or a name already used.
         """
         if self._running:
             raise RuntimeError("add_group() must be called before run()")
@@ -167,7 +171,7 @@ class Supervisor:
         if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)) or stop_timeout < 0:
             raise ValueError(f"stop_timeout must be a non-negative number of seconds, got {stop_timeout!r}")
         group = _Group(name, target, count, tuple(args), dict(kwargs or {}), int(stage), restart,
-                       float(stop_timeout), drained, bool(daemon), index_kwarg, int(first_index))
+                       float(stop_timeout), drained, bool(daemon), index_kwarg, int(first_index), on_death)
         self._groups.append(group)
         self._children.extend(_Child(group, i) for i in range(count))
 
@@ -294,6 +298,11 @@ class Supervisor:
                 log.info("turbo_queue: %s (pid %s) finished", child.name, process.pid)
                 child.finished = True
                 continue
+            if child.group.on_death is not None:
+                try:
+                    child.group.on_death(child.name, process.exitcode)
+                except Exception:  # clean-up that fails must not stop the supervision
+                    log.exception("turbo_queue: clean-up after %s failed", child.name)
             ran = time.monotonic() - child.started_at
             child.quick_deaths = child.quick_deaths + 1 if ran < self.healthy_after else 0
             delay = min(self.max_backoff, self.min_backoff * 2 ** max(0, child.quick_deaths - 1))

@@ -26,7 +26,7 @@ log = logging.getLogger("turbo_queue")
 #: Signals whose handlers ``run()`` installs in the supervisor (and resets in every child).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
 
 
 def describe_exit(exitcode: Optional[int]) -> str:
@@ -240,7 +240,7 @@ class Supervisor:
             kwargs[group.index_kwarg] = group.first_index + child.index
         process = self._context.Process(
             target=_child_main, name=child.name, daemon=group.daemon,
-            args=(group.target, group.args, kwargs, os.getpid(), (self._wake_r, self._wake_w)),
+            args=(group.target, group.args, kwargs, os.getpid(), (self._wake_r, self._wake_w), child.name),
         )
         # Signals stay blocked across the fork, so that none reaches the child before it has set
         # its own handlers: it would run the supervisor's inherited handler instead.
@@ -365,8 +365,10 @@ class Supervisor:
 
 
 def _child_main(target: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any], parent: int,
-                inherited_fds: Tuple[int, int]) -> None:
-    """A child's start: its own process group, default signal handlers, SIGTERM when the parent dies."""
+                inherited_fds: Tuple[int, int], name: str) -> None:
+    """A child's start: its own process group, default signal handlers, SIGTERM when the parent dies.
+
+    Its name (``ps``, ``/proc/<pid>/comm``) becomes the child's, such as ``worker-3``."""
     for fd in inherited_fds:  # the supervisor's wake-up pipe (forked): not this process's
         try:
             os.close(fd)
@@ -376,7 +378,7 @@ def _child_main(target: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[
         os.setpgid(0, 0)
     except OSError:  # already a group leader (spawned in a session of its own): fine
         pass
-    _die_with_parent(parent)
+    _die_with_parent(parent, name)
     try:
         signal.set_wakeup_fd(-1)
     except ValueError:  # not the main thread: cannot happen in a fresh child
@@ -394,10 +396,11 @@ def _child_main(target: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[
     target(*args, **kwargs)
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int, name: str) -> None:
     """Ask Linux for SIGTERM when the supervisor dies (SIGKILL included), so that no child outlives it."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter runs on
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the supervisor's stop() is then the only stop
         return

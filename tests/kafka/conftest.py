@@ -126,12 +126,24 @@ class Kafka:
 
     def committed(self, group: str, topic: str) -> Dict[int, int]:
         """The offsets that ``group`` has committed on each partition of ``topic`` (-1001: none)."""
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
         partitions = self.admin().list_topics(topic, timeout=10).topics[topic].partitions
         consumer = Consumer(self.settings(group_id=group, enable_auto_commit=False))
+        deadline = time.monotonic() + 30
         try:
-            found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+            while True:
+                try:
+                    found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+                    break
+                except KafkaException as exc:
+                    # The group's coordinator moves or loads (a broker that just started): ask again.
+                    if time.monotonic() > deadline or not exc.args[0].retriable() and exc.args[0].code() not in (
+                        KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                        KafkaError.COORDINATOR_NOT_AVAILABLE,
+                    ):
+                        raise
+                    time.sleep(0.2)
         finally:
             consumer.close()
         return {tp.partition: tp.offset for tp in found}

@@ -6,6 +6,7 @@ from .._errors import TurboQueueError
 
 #: Exit codes of ``turbo-queue kafka-source`` and ``kafka-sink``.
 EXIT_OK = 0  #: a clean stop, SIGTERM and SIGINT included
+EXIT_FAILED = 1  #: the folder could not be written (disk full, I/O error)
 EXIT_USAGE = 2  #: bad arguments
 EXIT_UNAVAILABLE = 4  #: no broker answered, or a topic does not exist, within --connect-timeout
 EXIT_INTERRUPTED = 130  #: a plain Ctrl-C interrupted something that is not a clean stop

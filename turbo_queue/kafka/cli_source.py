@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Dict, List
 
-from ._errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from ._errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 DESCRIPTION = """\
 Consumes the topics in a consumer group and puts each message (key, value, headers, timestamp,
@@ -26,7 +26,8 @@ examples:
 
 exit codes:
   0    stopped cleanly (SIGTERM, SIGINT)
-  2    bad arguments
+  1    the folder could not be written (nothing after the last hand-over was committed)
+  2    bad arguments, a network folder, or the kafka extra is missing
   4    no broker answered, or a topic does not exist, within --connect-timeout
   130  Ctrl-C before the source was running
 """
@@ -79,7 +80,7 @@ def add_parser(commands: "argparse._SubParsersAction[Any]", common: argparse.Arg
 
 def run(args: argparse.Namespace) -> int:
     """Run the source until SIGTERM or SIGINT; returns the exit code."""
-    from .._errors import NetworkFilesystemError
+    from .._errors import BatchWriteError, NetworkFilesystemError
     from ._errors import KafkaUnavailable
     from .source import KafkaSource
 
@@ -107,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     except (ImportError, NetworkFilesystemError) as exc:
         print(f"turbo-queue kafka-source: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BatchWriteError as exc:
+        print(f"turbo-queue kafka-source: {exc}; nothing after the last hand-over was committed", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         for sig, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
             signal.signal(sig, handler)

@@ -18,8 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import orjson
 
 from .. import _folder
-from .._codecs import get_codec
-from .._shard import ShardWriter
+from .._aside import set_aside
 from ..producer import Enqueuer
 from ._errors import KafkaUnavailable, import_confluent_kafka
 from .message import Message
@@ -84,32 +83,6 @@ def _describe(exc: BaseException) -> str:
     """A KafkaException's error text (its KafkaError's str()), or the exception's."""
     error = exc.args[0] if exc.args else exc
     return str(error.str()) if hasattr(error, "str") else str(error)
-
-
-def _set_aside(folder: str, items: List[Message], reason: str, durable: bool) -> str:
-    """Write ``items`` into a new ``bad_`` batch whose meta records ``reason``; returns its name.
-
-    Stands in for ``turbo_queue.set_aside`` until that is merged from the kafka-sink branch.
-    """
-    try:
-        from .. import set_aside  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        return str(set_aside(folder, items, reason, codec="pickle", durable=durable))
-    codec = get_codec("pickle")
-    batch = _folder.create(folder)
-    try:
-        writer = ShardWriter(batch.path, codec, durable, meta={"reason": reason})
-        writer.append(len(items), codec.encode_many(items))
-        writer.finish()
-        batch.move(_folder.BAD, durable)
-    except BaseException:
-        batch.remove()
-        raise
-    finally:
-        batch.release()
-    return batch.name.filename
 
 
 class KafkaSource:
@@ -209,7 +182,8 @@ class KafkaSource:
                 messages = consumer.consume(POLL_MESSAGES, 0.2)
                 self._take(messages, ck)
                 now = time.monotonic()
-                if self._since_commit >= self.settings["batch_size"] or (now >= next_commit and self._since_commit):
+                due = now >= next_commit and (self._since_commit or self._uncommitted)  # new, or a failed commit
+                if self._since_commit >= self.settings["batch_size"] or due:
                     self._hand_over_and_commit()
                     next_commit = now + self.settings["commit_interval"]
                 elif now >= next_commit:
@@ -250,11 +224,14 @@ class KafkaSource:
         timeout = float(self.settings["connect_timeout"])
         deadline = time.monotonic() + timeout
         named = [t for t in self.topics if not t.startswith("^")]
-        while True:
+        while not self._stopping:  # a stop() meanwhile ends the wait
             remaining = deadline - time.monotonic()
             try:
-                metadata = consumer.list_topics(timeout=max(remaining, 0.1))
+                metadata = consumer.list_topics(timeout=min(max(remaining, 0.1), 1.0))
             except ck.KafkaException as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)  # refused at once: ask again soon, not in a busy loop
+                    continue
                 raise KafkaUnavailable(
                     f"no Kafka broker answered at {self.bootstrap_servers} within {timeout:g} s ({_describe(exc)}): "
                     f"is it running, is the address right, do -X security settings match it?",
@@ -306,7 +283,11 @@ class KafkaSource:
             items.append(message)
         if items:
             assert self._enqueuer is not None
-            self._enqueuer.put_many(items)
+            try:
+                self._enqueuer.put_many(items)
+            except BaseException as exc:
+                self._fail(exc)
+                raise
 
     def _client_error(self, error: Any, ck: Any) -> None:
         if error.fatal():
@@ -322,7 +303,8 @@ class KafkaSource:
     def _bad_value(self, message: Message, reason: str) -> None:
         """A value that does not decode: to the dead-letter topic, else a bad_ batch; never dropped."""
         if self._producer is None:
-            name = _set_aside(self.folder, [message], reason, self.settings["durable"])
+            name = set_aside(self.folder, [message], reason, durable=self.settings["durable"],
+                             allow_network_fs=self.settings["allow_network_fs"])
             self.counts["set_aside"] += 1
             log.warning("kafka-source: %s; set aside in %s", reason, name)
             return
@@ -359,7 +341,8 @@ class KafkaSource:
             self._producer.flush(timeout)
         while self._dead_failed:
             message, reason = self._dead_failed.pop()
-            name = _set_aside(self.folder, [message], reason, self.settings["durable"])
+            name = set_aside(self.folder, [message], reason, durable=self.settings["durable"],
+                             allow_network_fs=self.settings["allow_network_fs"])
             self.counts["set_aside"] += 1
             log.warning("kafka-source: %s; set aside in %s", reason, name)
         return not self._dead_pending
@@ -371,8 +354,7 @@ class KafkaSource:
         try:
             self._enqueuer.flush()
         except BaseException as exc:
-            self._broken = exc  # those messages are not in the folder: commit nothing from now on
-            self._stopping = True
+            self._fail(exc)
             raise
         self._since_commit = 0
         timeout = self.settings["connect_timeout"] if final else 5.0
@@ -383,6 +365,12 @@ class KafkaSource:
         offsets = {tp: o for tp, o in self._uncommitted.items() if partitions is None or tp in partitions}
         if offsets:
             self._commit(offsets)
+
+    def _fail(self, exc: BaseException) -> None:
+        # A batch was not handed over (disk full?): its messages are not in the folder, so no
+        # offset may be committed from now on; they come again from the last commit.
+        self._broken = exc
+        self._stopping = True
 
     def _commit(self, offsets: Dict[TopicPartition, int]) -> None:
         ck = import_confluent_kafka()
@@ -424,7 +412,11 @@ class KafkaSource:
                     _names(partitions))
         try:
             if self._enqueuer is not None and self._broken is None:
-                self._enqueuer.flush()
+                try:
+                    self._enqueuer.flush()
+                except BaseException as exc:
+                    self._fail(exc)
+                    raise
         finally:
             self._forget(lost)
 

@@ -269,6 +269,12 @@ def add_kafka_source_command(commands: "argparse._SubParsersAction", common: arg
     cli_source.add_parser(commands, common)
 
 
+def add_kafka_sink_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
+    from .kafka import cli_sink
+
+    cli_sink.add_parser(commands, common)
+
+
 def add_pipeline_command(commands: "argparse._SubParsersAction", common: argparse.ArgumentParser) -> None:
     from .kafka import cli_pipeline
 
@@ -279,7 +285,7 @@ def add_pipeline_command(commands: "argparse._SubParsersAction", common: argpars
 COMMANDS = [
     add_demo_command, add_recover_command, add_bench_command,
     add_monitor_command, add_stats_command, add_exporter_command, add_peek_command,
-    add_kafka_source_command, add_pipeline_command,
+    add_kafka_source_command, add_kafka_sink_command, add_pipeline_command,
 ]
 
 

@@ -29,3 +29,9 @@ def tag_but_fail_on_hundreds(message: Message) -> Any:
     if n % 100 == 0:
         raise ValueError(f"event {n} is a round number")
     return tag(message)
+
+
+def slower_tag(message: Message) -> Message:
+    """``tag`` after 2 ms: a run that a test can stop midway."""
+    time.sleep(0.002)
+    return tag(message)

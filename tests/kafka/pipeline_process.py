@@ -51,20 +51,27 @@ class PipelineProcess:
         return out
 
     def wait_for_children(self, names: Sequence[str], timeout: float = 60) -> Dict[str, int]:
-        return wait_for(lambda: (kids := self.children()) if all(n in kids for n in names) else {}, timeout,
-                        f"children {names} running\n{self.log()}")
+        def all_there() -> Dict[str, int]:
+            kids = self.children()
+            return kids if all(n in kids for n in names) else {}
+
+        return wait_for(all_there, timeout, f"children {names} running")
 
     def folder(self) -> str:
         """The pipeline's folder, as its log names it."""
-        match = wait_for(lambda: re.search(r"-> (\S+)/in -> ", self.log()), 60, f"the folder in the log\n{self.log()}")
+        match = wait_for(lambda: re.search(r"-> (\S+)/in -> ", self.log()), 60, "the folder in the log")
         return match.group(1)
 
     def kill_child(self, name: str, timeout: float = 60) -> int:
         """SIGKILL the child ``name``; wait until another takes its place; the new pid."""
         old = self.wait_for_children([name])[name]
         os.kill(old, signal.SIGKILL)
-        return wait_for(lambda: (pid := self.children().get(name)) if pid not in (None, old) else None, timeout,
-                        f"{name} started again\n{self.log()}")
+
+        def replaced() -> Optional[int]:
+            pid = self.children().get(name)
+            return pid if pid not in (None, old) else None
+
+        return wait_for(replaced, timeout, f"{name} started again")
 
     def terminate(self, timeout: float = 120) -> int:
         """SIGTERM, then the exit status; every child seen is gone by then."""
@@ -97,8 +104,10 @@ class PipelineProcess:
         return [pid for pid in self.seen if running(pid)]
 
     def close(self) -> None:
+        """Kill what still runs; print the log (pytest shows it when the test failed)."""
         if self.process.poll() is None:
             self.kill_all()
+        print(f"--- {self.log_path.name}\n{self.log()[-20000:]}")
 
 
 def output_by_input(records: Sequence[object]) -> Dict[bytes, int]:

@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Union
 
@@ -94,11 +95,12 @@ class _Drained:
         return False
 
 
-def check_kafka(bootstrap_servers: str, topics: Sequence[str], config: Dict[str, Any], timeout: float) -> None:
+def check_kafka(bootstrap_servers: str, topics: Sequence[str], config: Dict[str, Any], timeout: float,
+                stopped: Callable[[], bool] = lambda: False) -> None:
     """KafkaUnavailable unless a broker answers and each named topic exists, within ``timeout`` seconds.
 
     Runs in a child process of its own, so that no Kafka client's threads live in the supervisor
-    that forks the pipeline's processes.
+    that forks the pipeline's processes. Returns early, checking nothing more, once ``stopped()``.
     """
     def check(result: Any) -> None:
         try:
@@ -133,10 +135,14 @@ def check_kafka(bootstrap_servers: str, topics: Sequence[str], config: Dict[str,
     result = context.SimpleQueue()
     process = context.Process(target=check, args=(result,), daemon=True)
     process.start()
-    process.join(timeout + 30)
+    deadline = time.monotonic() + timeout + 30
+    while process.exitcode is None and time.monotonic() < deadline and not stopped():
+        process.join(0.1)
     if process.exitcode is None:
         process.kill()
         process.join()
+        if stopped():
+            return
         raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap_servers} within {timeout:g} s",
                                bootstrap_servers)
     outcome, text, topic = result.get() if not result.empty() else ("error", "the check died", None)
@@ -301,8 +307,22 @@ class Pipeline:
         ``connect_timeout``; NetworkFilesystemError for a folder on a network filesystem;
         RuntimeError when another pipeline runs on the folder.
         """
-        check_kafka(self.bootstrap_servers, [*self.topics, self.to_topic, *([self.dead_letter] if self.dead_letter else [])],
-                    self.config, self.connect_timeout)
+        previous: Dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # a stop while it starts is a stop too
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, lambda signum, frame: self.stop())
+        try:
+            topics = [*self.topics, self.to_topic, *([self.dead_letter] if self.dead_letter else [])]
+            check_kafka(self.bootstrap_servers, topics, self.config, self.connect_timeout,
+                        stopped=lambda: self._stop_early)
+            if not self._stop_early:
+                self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return EXIT_OK
+
+    def _run(self) -> None:
         if self.private:
             self.folder = tempfile.mkdtemp(prefix="turbo_queue-pipeline-", dir=_platform.fast_temp_root())
         folders = [self.in_folder, self.out_folder] + ([self.dead_folder] if self.dead_letter else [])
@@ -335,7 +355,6 @@ class Pipeline:
             self._supervisor = None
             if self.private:
                 self._remove_private_folder()
-        return EXIT_OK
 
     # -- inside ----------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ class _Group:
     daemon: bool
     index_kwarg: Optional[str]
     first_index: int
-    on_death: Optional[Callable[[str, int], None]]
+    on_death: Optional[Callable[[str, int], object]]
 
 
 @dataclass
@@ -115,7 +115,7 @@ class Supervisor:
             raise ValueError(f"max_backoff ({max_backoff}) must not be below min_backoff ({min_backoff})")
         self.min_backoff, self.max_backoff = float(min_backoff), float(max_backoff)
         self.healthy_after, self.drain_timeout = float(healthy_after), float(drain_timeout)
-        self._context = multiprocessing.get_context(start_method)
+        self._context: Any = multiprocessing.get_context(start_method)
         self._tick, self._tick_every = tick, float(tick_every)
         self._groups: List[_Group] = []
         self._children: List[_Child] = []
@@ -145,7 +145,7 @@ class Supervisor:
         daemon: bool = False,
         index_kwarg: Optional[str] = None,
         first_index: int = 0,
-        on_death: Optional[Callable[[str, int], None]] = None,
+        on_death: Optional[Callable[[str, int], object]] = None,
     ) -> None:
         """Add ``count`` children that each run ``target(*args, **kwargs)``.
 
@@ -220,8 +220,8 @@ class Supervisor:
             return 0
         finally:
             self._kill_all()  # after an error above: never leave a child behind
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             self._running = False
 
     # -- inside ----------------------------------------------------------------------------

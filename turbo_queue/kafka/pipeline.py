@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Union
+from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple, Union
 
 from .. import _folder, _platform
 from ..recovery import recover
@@ -104,7 +104,7 @@ def check_kafka(bootstrap_servers: str, topics: Sequence[str], config: Dict[str,
     """
     def check(result: Any) -> None:
         try:
-            ck = import_confluent_kafka()
+            ck = import_confluent_kafka()  # type: ignore[no-untyped-call]
             from confluent_kafka.admin import AdminClient
 
             admin = AdminClient({**config, "bootstrap.servers": bootstrap_servers})
@@ -157,7 +157,7 @@ class _Progress:
 
     def __init__(self, pipeline: "Pipeline", stream: TextIO) -> None:
         self.pipeline, self.stream = pipeline, stream
-        self._last: Optional[tuple] = None
+        self._last: Optional[Tuple[float, int, int]] = None
         self.total_in = self.total_out = 0
         self._seen: Dict[str, int] = {}  # per status file: the count last seen (a restart resets it)
         self._width = 0
@@ -313,13 +313,15 @@ class Pipeline:
                 previous[signum] = signal.signal(signum, lambda signum, frame: self.stop())
         try:
             topics = [*self.topics, self.to_topic, *([self.dead_letter] if self.dead_letter else [])]
+            log.info("kafka-pipeline: looking for a broker at %s and the topics %s", self.bootstrap_servers,
+                     ", ".join(topics))
             check_kafka(self.bootstrap_servers, topics, self.config, self.connect_timeout,
                         stopped=lambda: self._stop_early)
             if not self._stop_early:
                 self._run()
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return EXIT_OK
 
     def _run(self) -> None:

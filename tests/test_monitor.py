@@ -18,6 +18,7 @@ from typing import Callable, List
 import pytest
 
 from turbo_queue import Dequeuer, Enqueuer, monitor
+from turbo_queue.monitor import reading
 from turbo_queue._shard import ShardReader
 
 from .conftest import listing
@@ -176,7 +177,7 @@ def test_snapshot_counts_files_backlog_live_and_orphaned(folder, children):
     assert figures.oldest_ready_epoch == min(int(name.split("_")[1]) for name in waiting)
     assert figures.oldest_ready_age == pytest.approx(figures.time - figures.oldest_ready_epoch)
     assert figures.names == sorted(name for name in os.listdir(folder))
-    assert figures.published is None and figures.consumed is None  # one look measures no rate
+    assert figures.handed_over is None and figures.consumed is None  # one look measures no rate
     assert fingerprint(folder) == before  # read only: nothing renamed, written or touched
 
     # The processes go on undisturbed, and with recovery every item arrives.
@@ -223,7 +224,7 @@ def test_reading_takes_no_lock_so_a_consumer_can_always_write_its_position(folde
     path = os.path.join(folder, name)
     consumer = ShardReader(path)  # what a Dequeuer holds
     try:
-        reader = monitor._connect_read_only(path)
+        reader = reading._connect_read_only(path)
         cursor = reader.execute("SELECT first, n, data FROM items")
         cursor.fetchone()  # a read in progress
         consumer.save_acked(7)
@@ -291,23 +292,23 @@ def _watch_until(session: monitor.Session, predicate: Callable[[monitor.QueueFig
         session.wait(0.05)
 
 
-def test_a_session_counts_what_is_published_and_consumed(folder):
-    publish(folder, 4)  # there before watching: not counted as published
+def test_a_session_counts_what_is_handed_over_and_consumed(folder):
+    publish(folder, 4)  # there before watching: not counted as handed over
     with monitor.Session([folder]) as session:
         first = session.figures()[0]
-        assert first.published_total.batches == 0 and first.backlog_items == 4
+        assert first.handed_over_total.batches == 0 and first.backlog_items == 4
         publish(folder, 10, 20, 30)
-        figures = _watch_until(session, lambda f: f.published_total.batches == 3, "3 batches published")
-        assert figures.published_total.items == 60 and figures.published_total.uncounted == 0
+        figures = _watch_until(session, lambda f: f.handed_over_total.batches == 3, "3 batches handed over")
+        assert figures.handed_over_total.items == 60 and figures.handed_over_total.uncounted == 0
         assert figures.backlog_items == 64 and figures.files["ready"] == 4
-        assert sum(figures.published_history) == 60
+        assert sum(figures.handed_over_history) == 60
         assert sorted(drain(folder)) == sorted(list(range(4)) + list(range(60)))
         figures = _watch_until(session, lambda f: f.consumed_total.batches == 4, "4 batches consumed")
         # The batch that was there before watching counts as consumed (its 4 items too: none had
         # been acknowledged when watching began).
         assert figures.consumed_total.items == 64 and figures.consumed_total.uncounted == 0
         assert figures.backlog_items == 0 and figures.files["ready"] == 0
-        assert figures.published.batches == 3 and figures.consumed.batches == 4  # within the rate window
+        assert figures.handed_over.batches == 3 and figures.consumed.batches == 4  # within the rate window
 
 
 def test_a_session_credits_a_consumers_progress_and_a_hand_back(folder):
@@ -335,14 +336,14 @@ def test_a_session_waits_for_a_folder_and_follows_it_when_it_is_removed_and_made
         os.makedirs(folder)
         _watch_until(session, lambda f: f.exists, "the folder to appear")
         publish(folder, 3)
-        _watch_until(session, lambda f: f.published_total.batches == 1 and f.backlog_items == 3, "a batch")
+        _watch_until(session, lambda f: f.handed_over_total.batches == 1 and f.backlog_items == 3, "a batch")
         shutil.rmtree(tmp_path / "later")
         _watch_until(session, lambda f: not f.exists, "the folder to go")
         os.makedirs(folder)
         _watch_until(session, lambda f: f.exists, "the folder to come back")  # then it is watched again
         publish(folder, 2)
-        figures = _watch_until(session, lambda f: f.published_total.batches == 2, "a batch in the new folder")
-        assert figures.backlog_items == 2 and figures.published_total.items == 5
+        figures = _watch_until(session, lambda f: f.handed_over_total.batches == 2, "a batch in the new folder")
+        assert figures.backlog_items == 2 and figures.handed_over_total.items == 5
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -380,4 +381,4 @@ def test_prometheus_text_parses_and_escapes_labels(tmp_path):
     assert families["turbo_queue_backlog_items"].samples[0].value == 7
     exists = {s.labels["queue"]: s.value for s in families["turbo_queue_folder_exists"].samples}
     assert exists == {str(folder): 1, str(tmp_path / "missing"): 0}
-    assert "turbo_queue_batches_published" not in families  # a one-off look counted nothing
+    assert "turbo_queue_batches_handed_over" not in families  # a one-off look counted nothing

@@ -105,7 +105,7 @@ def test_stats_json_tells_what_the_test_did_and_touches_nothing(folder, busy):
     assert doc["schema"] == 1 and doc["sample_seconds"] == 0
     (q,) = doc["queues"]
     assert set(q) == {"queue", "exists", "error", "files", "backlog_items", "uncounted_batches",
-                      "oldest_ready_age_seconds", "live", "orphaned", "unreadable", "published", "consumed"}
+                      "oldest_ready_age_seconds", "live", "orphaned", "unreadable", "handed_over", "consumed"}
     assert q["queue"] == folder and q["exists"] is True and q["error"] is None
     assert q["files"] == busy["files"]
     assert q["backlog_items"] == busy["backlog"] and q["uncounted_batches"] == 0
@@ -113,7 +113,7 @@ def test_stats_json_tells_what_the_test_did_and_touches_nothing(folder, busy):
     assert q["orphaned"] == busy["orphaned"]
     assert q["unreadable"] == []
     assert q["oldest_ready_age_seconds"] == pytest.approx(doc["time"] - busy["oldest_epoch"], abs=0.01)
-    assert q["published"] is None and q["consumed"] is None
+    assert q["handed_over"] is None and q["consumed"] is None
     # The producer and the consumer were not disturbed.
     assert busy["producer"].finish() == 0 and busy["consumer"].finish() == 0
 
@@ -171,12 +171,12 @@ with turbo_queue.Enqueuer(sys.argv[1], max_batch_delay=3600) as e:
         producer.wait(timeout=DEADLINE)
     assert result.returncode == 0, result.stderr
     (q,) = json.loads(result.stdout)["queues"]
-    published, consumed = q["published"], q["consumed"]
-    assert published["batches"] >= 1 and published["uncounted_batches"] == 0
-    assert published["items"] == 7 * published["batches"]
+    handed_over, consumed = q["handed_over"], q["consumed"]
+    assert handed_over["batches"] >= 1 and handed_over["uncounted_batches"] == 0
+    assert handed_over["items"] == 7 * handed_over["batches"]
     assert consumed["batches"] == 0 and consumed["items"] == 0
-    assert published["seconds"] >= 1.5
-    assert published["batches_per_second"] == pytest.approx(published["batches"] / published["seconds"], rel=0.01)
+    assert handed_over["seconds"] >= 1.5
+    assert handed_over["batches_per_second"] == pytest.approx(handed_over["batches"] / handed_over["seconds"], rel=0.01)
 
 
 def test_stats_of_thousands_of_batches(folder):
@@ -233,7 +233,7 @@ def test_monitor_once_quiet_and_sample(folder):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == folder  # no header line
-    assert any(line.startswith("  published") and "total 0 batches, 0 items" in line for line in lines)
+    assert any(line.startswith("  handed over") and "total 0 batches, 0 items" in line for line in lines)
 
 
 def test_monitor_without_a_terminal_says_to_use_once(folder):
@@ -316,22 +316,22 @@ def m(name: str, folder: str, **labels: str) -> tuple:
     return name, tuple(sorted({"queue": folder, **labels}.items()))
 
 
-def test_exporter_counts_what_is_published_and_consumed(folder, exporters):
-    publish(folder, 4)  # there before: backlog, not counted as published
+def test_exporter_counts_what_is_handed_over_and_consumed(folder, exporters):
+    publish(folder, 4)  # there before: backlog, not counted as handed over
     exporter = exporters(folder)
     first = exporter.metrics()
     assert first[m("turbo_queue_backlog_items", folder)] == 4
-    assert first[m("turbo_queue_batches_published_total", folder)] == 0
+    assert first[m("turbo_queue_batches_handed_over_total", folder)] == 0
     publish(folder, 10, 20, 30)
-    metrics = exporter.wait_for(lambda x: x[m("turbo_queue_batches_published_total", folder)] == 3, "3 published")
-    assert metrics[m("turbo_queue_items_published_total", folder)] == 60
+    metrics = exporter.wait_for(lambda x: x[m("turbo_queue_batches_handed_over_total", folder)] == 3, "3 handed over")
+    assert metrics[m("turbo_queue_items_handed_over_total", folder)] == 60
     assert metrics[m("turbo_queue_backlog_items", folder)] == 64
     assert metrics[m("turbo_queue_files", folder, state="ready")] == 4
     assert sorted(drain(folder)) == sorted(list(range(4)) + list(range(60)))
     metrics = exporter.wait_for(lambda x: x[m("turbo_queue_batches_consumed_total", folder)] == 4, "4 consumed")
     assert metrics[m("turbo_queue_items_consumed_total", folder)] == 64
     assert metrics[m("turbo_queue_backlog_items", folder)] == 0
-    assert metrics[m("turbo_queue_batches_uncounted_total", folder, flow="published")] == 0
+    assert metrics[m("turbo_queue_batches_uncounted_total", folder, flow="handed_over")] == 0
     assert metrics[m("turbo_queue_batches_uncounted_total", folder, flow="consumed")] == 0
     assert metrics[m("turbo_queue_oldest_ready_age_seconds", folder)] == 0
     # The exporter holds no lock of any kind on the queue's files.
@@ -360,10 +360,10 @@ else:
 """
     workers = [subprocess.Popen([sys.executable, "-c", code, folder, role]) for role in ("consume", "produce")]
     assert [w.wait(timeout=DEADLINE) for w in workers] == [0, 0]
-    metrics = exporter.wait_for(lambda x: x[m("turbo_queue_batches_published_total", folder)] == 1000
+    metrics = exporter.wait_for(lambda x: x[m("turbo_queue_batches_handed_over_total", folder)] == 1000
                                 and x[m("turbo_queue_batches_consumed_total", folder)] == 1000,
                                 "1,000 batches each way")
-    for flow in ("published", "consumed"):
+    for flow in ("handed_over", "consumed"):
         items = metrics[m(f"turbo_queue_items_{flow}_total", folder)]
         uncounted = metrics[m("turbo_queue_batches_uncounted_total", folder, flow=flow)]
         assert items + 3 * uncounted == 3000
@@ -378,8 +378,8 @@ def test_exporter_waits_for_a_folder_that_does_not_exist_yet(tmp_path, exporters
     os.mkdir(folder)
     exporter.wait_for(lambda x: x[m("turbo_queue_folder_exists", folder)] == 1, "the folder")
     publish(folder, 6)
-    metrics = exporter.wait_for(lambda x: x.get(m("turbo_queue_batches_published_total", folder)) == 1, "a batch")
-    assert metrics[m("turbo_queue_items_published_total", folder)] == 6
+    metrics = exporter.wait_for(lambda x: x.get(m("turbo_queue_batches_handed_over_total", folder)) == 1, "a batch")
+    assert metrics[m("turbo_queue_items_handed_over_total", folder)] == 6
     shutil.rmtree(folder)
     exporter.wait_for(lambda x: x[m("turbo_queue_folder_exists", folder)] == 0, "the folder to go")
     assert exporter.stop() == 130
@@ -496,9 +496,9 @@ def test_live_view_follows_a_pipeline_and_ends_on_ctrl_c(tmp_path, terminal, chi
     os.mkdir(folder)
     term.wait_for(has("files      loading 0   ready 0   chosen 0   bad 0"), "the empty folder")
     names = publish(folder, 10, 20, 30)
-    screen = term.wait_for(has("total 3 batches, 60 items"), "3 batches published")
+    screen = term.wait_for(has("total 3 batches, 60 items"), "3 batches handed over")
     assert any("backlog    60 items in 3 batches" in line for line in screen)
-    assert any(line.startswith("  published") and "items/s" in line for line in screen)
+    assert any(line.startswith("  handed over") and "items/s" in line for line in screen)
     term.wait_for(lambda s: all(any(name in line for line in s) for name in names), "the ls -C listing")
 
     producer = children(PRODUCER, folder)
@@ -593,7 +593,7 @@ def test_live_view_in_tmux_as_a_person_sees_it(folder, tmp_path):
         assert shown[0].startswith("turbo-queue monitor")
         assert folder in shown
         assert "  files      loading 0   ready 2   chosen 0   bad 0" in shown
-        assert any(line.startswith("  published") and "▁" in line for line in shown)  # the sparkline, drawn
+        assert any(line.startswith("  handed over") and "▁" in line for line in shown)  # the sparkline, drawn
         assert sum(line.count("ready_") for line in shown) == 2  # the ls -C listing
 
         tmux_out("resize-window", "-x", "70", "-y", "20")

@@ -25,6 +25,7 @@ import pytest
 from turbo_queue import Enqueuer, RecoveryReport, recover
 from turbo_queue import _folder, _shard
 from turbo_queue._codecs import get_codec
+from turbo_queue.monitor import read_items
 
 import chaos  # tools/chaos.py (tests/conftest.py puts tools/ on sys.path)
 
@@ -239,7 +240,7 @@ def test_consumer_killed_mid_batch_keeps_its_position(folder, children):
     report = recover(folder)
 
     assert_report(report, requeued=[chosen])
-    meta, _ = _shard.peek(os.path.join(folder, renamed(chosen, "ready")), 1)
+    meta, _ = read_items(os.path.join(folder, renamed(chosen, "ready")), 1)
     acked = int(meta["acked"])
     assert 0 < acked <= 1199, f"acknowledged position {acked}: the 1200th item was never acknowledged"
     assert chaos.drain(folder) == items[acked:]
@@ -715,7 +716,7 @@ def test_dry_run_changes_nothing_and_the_report_lists_are_right(folder, children
     assert report.changed == 5
     assert report.as_dict() == {
         "folder": os.path.abspath(folder), "dry_run": False, "requeued": report.requeued,
-        "removed": report.removed, "quarantined": report.quarantined, "live": report.live,
+        "converted": [], "removed": report.removed, "quarantined": report.quarantined, "live": report.live,
         "refused": report.refused,
     }
     assert sorted(os.listdir(folder)) == sorted(

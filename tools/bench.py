@@ -1,8 +1,775 @@
-"""The side-by-side benchmark; see turbo_queue/bench.py or run with --help."""
+"""The side-by-side benchmark: turbo_queue against multiprocessing.Queue and its peers.
 
+Run it from a checkout as ``python tools/bench.py`` (``--help`` for its flags). Every row moves N realistic items
+(a fresh ~200-byte dict each) from P producer processes to C consumer processes, checks every
+item on arrival, and reports items/s, CPU microseconds per item over all processes, the peak
+memory of the largest process, and how many items were lost or duplicated. Each row runs in a
+fresh runner process (so peak memory and CPU are its own), and the contenders take turns, so
+machine noise hits all alike. faster-fifo, pyzmq and matplotlib come with the ``bench`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import pickle
+import queue as queue_module
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from turbo_queue.bench import main
+LIST = 100  # items per list (lists of 100) and per put_many/get_many
+_POLL = 0.05
+
+
+def make_item(i: int) -> Dict[str, Any]:
+    """A ~200-byte event made of its own objects (pickling a list cannot share them)."""
+    return {
+        "id": i,
+        "ts": time.time(),
+        "user": f"user_{i % 50_000:05d}",
+        "tags": ["alpha", f"tag{i % 17}", f"region-{i % 5}"],
+        "text": f"event {i}: the quick brown fox jumps over the lazy dog, {i * 7 % 1000} times",
+    }
+
+
+# -- contenders: how to make a queue, put one/many and get one/many --------------------------
+
+class Contender(ABC):
+    """One way to move items. ``batched`` contenders move lists of LIST items per call."""
+
+    name = ""
+    batched = False
+    on_disk = False  # runs in the --disk folder: fsync means nothing on tmpfs
+    needs: Tuple[str, ...] = ()
+
+    @abstractmethod
+    def make(self, folder: str, consumers: int) -> Any:
+        """The queue (or what producers and consumers need to reach each other)."""
+
+    def producer_side(self, q: Any, index: int) -> Any:
+        return q
+
+    def consumer_side(self, q: Any, index: int) -> Any:
+        return q
+
+    def put(self, q: Any, payload: Any) -> None:
+        q.put(payload)
+
+    def get(self, q: Any) -> Any:
+        return q.get(timeout=_POLL)
+
+    def finish_producer(self, q: Any) -> None:
+        """Make sure what this producer put is on its way before it reports done."""
+
+    empty_errors: Tuple[type, ...] = (queue_module.Empty,)
+
+
+class MpQueue(Contender):
+    name = "multiprocessing.Queue"
+
+    def make(self, folder, consumers):
+        return multiprocessing.Queue()
+
+    def finish_producer(self, q):
+        q.close()
+        q.join_thread()
+
+
+class MpQueueLists(MpQueue):
+    name = "multiprocessing.Queue, lists of 100"
+    batched = True
+
+
+class TurboQueue(Contender):
+    name = "turbo_queue.Queue"
+    durable = False
+
+    def make(self, folder, consumers):
+        import turbo_queue
+
+        return turbo_queue.Queue(path=folder, durable=self.durable)
+
+    def finish_producer(self, q):
+        q.close()
+
+
+class TurboQueueMany(TurboQueue):
+    name = "turbo_queue.Queue, put_many/get_many"
+    batched = True
+
+    def put(self, q, payload):
+        q.put_many(payload)
+
+    def get(self, q):
+        return q.get_many(LIST, timeout=_POLL)
+
+
+class TurboQueueManyDurable(TurboQueueMany):
+    name = "turbo_queue.Queue, put_many/get_many, durable (disk)"
+    durable = True
+    on_disk = True
+
+
+class FasterFifo(Contender):
+    name = "faster-fifo"
+    needs = ("faster_fifo",)
+
+    def make(self, folder, consumers):
+        import faster_fifo
+
+        return faster_fifo.Queue(max_size_bytes=64 * 1024 * 1024)
+
+    def get(self, q):
+        return q.get(timeout=_POLL)
+
+
+class FasterFifoLists(FasterFifo):
+    name = "faster-fifo, lists of 100"
+    batched = True
+
+
+class _ZmqProducer:
+    """A producer's PUSH socket and the monitor that reports its connections to the consumers."""
+
+    __slots__ = ("sock", "monitor", "consumers")
+
+    def __init__(self, sock: Any, monitor: Any, consumers: int) -> None:
+        self.sock, self.monitor, self.consumers = sock, monitor, consumers
+
+
+def _zmq_await(monitor: Any, event: int, count: int) -> None:
+    """Wait until ``monitor`` has reported ``event`` for ``count`` different endpoints."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    endpoints = set()
+    while len(endpoints) < count:
+        message = recv_monitor_message(monitor)
+        if message["event"] == event:
+            endpoints.add(message["endpoint"])
+
+
+class Zmq(Contender):
+    """PUSH/PULL over ipc://: each consumer binds, every producer connects to all of them.
+
+    A producer is connected to every consumer before the clock starts (a connect that comes before
+    the bind is retried only after 100 ms), and keeps its socket open until every consumer has hung
+    up (they do once all items have arrived). Closing it sooner loses items even with an infinite
+    linger: a consumer whose pipe is at RCVHWM stops reading that connection, the hang-up marks the
+    connection failed, and once the pipe drains libzmq drops it with the rest of the items still
+    unread in the kernel.
+    """
+
+    name = "pyzmq PUSH/PULL"
+    needs = ("zmq",)
+
+    def make(self, folder, consumers):
+        # Linux's abstract socket names: a path under a deep folder can pass the 107 bytes of a
+        # socket address, and nothing is left on disk.
+        tag = uuid.uuid4().hex[:12]
+        return [f"ipc://@turbo_queue-bench-{tag}-{i}" for i in range(consumers)]
+
+    def producer_side(self, addresses, index):
+        import zmq
+
+        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        for address in addresses:
+            sock.connect(address)
+        _zmq_await(monitor, zmq.EVENT_CONNECTED, len(addresses))
+        return _ZmqProducer(sock, monitor, len(addresses))
+
+    def consumer_side(self, addresses, index):
+        import zmq
+
+        sock = zmq.Context.instance().socket(zmq.PULL)
+        sock.bind(addresses[index])
+        return sock
+
+    def put(self, side, payload):
+        side.sock.send_pyobj(payload)
+
+    def get(self, sock):
+        if not sock.poll(int(_POLL * 1000)):
+            raise queue_module.Empty
+        return sock.recv_pyobj()
+
+    def finish_producer(self, side):
+        import zmq
+
+        _zmq_await(side.monitor, zmq.EVENT_DISCONNECTED, side.consumers)
+        zmq.Context.instance().destroy(linger=0)  # nothing is left in flight (the child exits with os._exit)
+
+
+class ZmqLists(Zmq):
+    name = "pyzmq PUSH/PULL, lists of 100"
+    batched = True
+
+
+CONTENDERS: Dict[str, Contender] = {
+    c.name: c
+    for c in (MpQueue(), MpQueueLists(), TurboQueue(), TurboQueueMany(), TurboQueueManyDurable(),
+              FasterFifo(), FasterFifoLists(), Zmq(), ZmqLists())
+}
+SHORT = {
+    "mp": "multiprocessing.Queue", "mp-lists": "multiprocessing.Queue, lists of 100",
+    "turbo": "turbo_queue.Queue", "turbo-many": "turbo_queue.Queue, put_many/get_many",
+    "turbo-durable": "turbo_queue.Queue, put_many/get_many, durable (disk)",
+    "fifo": "faster-fifo", "fifo-lists": "faster-fifo, lists of 100",
+    "zmq": "pyzmq PUSH/PULL", "zmq-lists": "pyzmq PUSH/PULL, lists of 100",
+}
+
+
+def available(contender: Contender) -> bool:
+    for module in contender.needs:
+        try:
+            __import__(module)
+        except ImportError:
+            return False
+    return True
+
+
+# -- one run, inside a fresh runner process -----------------------------------------------------
+
+def _produce(contender: Contender, q: Any, index: int, start: int, stop: int, ready: Any, go: Any) -> None:
+    side = contender.producer_side(q, index)
+    ready.wait()
+    go.wait()
+    if contender.batched:
+        for first in range(start, stop, LIST):
+            contender.put(side, [make_item(i) for i in range(first, min(first + LIST, stop))])
+    else:
+        for i in range(start, stop):
+            contender.put(side, make_item(i))
+    contender.finish_producer(side)
+
+
+def _consume(contender: Contender, q: Any, index: int, total: int, received: Any, ready: Any, results: Any) -> None:
+    side = contender.consumer_side(q, index)
+    seen = bytearray(total)
+    mine = unreported = 0
+    last = 0.0
+    ready.wait()
+    get, batched = contender.get, contender.batched
+    while True:
+        try:
+            payload = get(side)
+        except contender.empty_errors:
+            with received.get_lock():
+                received.value += unreported
+                unreported = 0
+                if received.value >= total:
+                    break
+            continue
+        last = time.monotonic()
+        items = payload if batched else (payload,)
+        for item in items:
+            i = item["id"]
+            if seen[i] < 255:
+                seen[i] += 1
+        mine += len(items)
+        unreported += len(items)
+        if unreported >= 1000:
+            with received.get_lock():
+                received.value += unreported
+            unreported = 0
+    results.put((index, last, mine, bytes(seen)))
+
+
+def run_one(name: str, producers: int, consumers: int, total: int, folder: str) -> Dict[str, Any]:
+    """Move ``total`` items with one contender; runs in a fresh runner process."""
+    contender = CONTENDERS[name]
+    ctx = multiprocessing.get_context("fork")
+    q = contender.make(folder, consumers)
+    received = ctx.Value("q", 0)
+    ready = ctx.Barrier(producers + consumers + 1)
+    go = ctx.Event()
+    results = ctx.SimpleQueue()
+    share = -(-total // producers)
+    procs = [ctx.Process(target=_consume, args=(contender, q, i, total, received, ready, results))
+             for i in range(consumers)]
+    procs += [ctx.Process(target=_produce, args=(contender, q, i, i * share, min(total, (i + 1) * share), ready, go))
+              for i in range(producers)]
+    for p in procs:
+        p.start()
+    ready.wait()
+    started = time.monotonic()
+    go.set()
+    reports = [results.get() for _ in range(consumers)]
+    for p in procs:
+        p.join()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finished = max(r[1] for r in reports)
+    counts = bytearray(total)
+    for _, _, _, seen in reports:
+        for i, c in enumerate(seen):
+            if c:
+                counts[i] = min(255, counts[i] + c)
+    lost = counts.count(0)
+    duplicated = sum(c - 1 for c in counts if c > 1)
+    elapsed = max(finished - started, 1e-9)
+    return {
+        "contender": name, "producers": producers, "consumers": consumers, "items": total,
+        "items_per_s": total / elapsed, "seconds": elapsed,
+        "cpu_us_per_item": (usage.ru_utime + usage.ru_stime) / total * 1e6,
+        "peak_mb": usage.ru_maxrss / 1024, "lost": lost, "duplicated": duplicated,
+    }
+
+
+def _runner(args: argparse.Namespace) -> int:
+    print(json.dumps(run_one(args.contender, args.producers, args.consumers, args.items, args.folder)))
+    return 0
+
+
+def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, tmp: str,
+                         timeout: float = 300) -> Optional[Dict[str, Any]]:
+    """The row of one run, or None if it did not finish within ``timeout`` seconds.
+
+    The runner leads a process group of its own, so that a row that does not finish is killed with
+    all its producers and consumers; its queue folder is removed either way.
+    """
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "_run", name, str(producers), str(consumers), str(items), folder],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException as exc:  # the time ran out, or Ctrl-C (which the group of its own does not get)
+            os.killpg(proc.pid, signal.SIGKILL)  # before it is reaped: its group id cannot be anyone else's yet
+            proc.communicate()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                return None
+            raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} P={producers} C={consumers} failed:\n{err}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- the other measurements ------------------------------------------------------------------------
+
+def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a child process: its CPU time is its own, and the memory it takes
+    stays out of this process (and out of the peak memory of the processes forked from it later)."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(function, *args).result()
+
+
+def floor(items: int) -> Dict[str, float]:
+    """Cost per item of building it and pickling/unpickling it inside a list of 100 (one process)."""
+    started = time.process_time()
+    lists = [[make_item(i) for i in range(first, first + LIST)] for first in range(0, items, LIST)]
+    built = time.process_time()
+    blobs = [pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL) for chunk in lists]
+    for blob in blobs:
+        pickle.loads(blob)
+    done = time.process_time()
+    return {"build_us": (built - started) / items * 1e6, "serialize_us": (done - built) / items * 1e6,
+            "item_bytes": len(blobs[0]) / LIST}
+
+
+def storage_costs(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
+    """What the batch files cost, in one process (CPU time): per item beyond pickling, and per file.
+
+    ``put_many``/``get_many`` of lists of 100 through batches of 10,000 items, against pickling and
+    unpickling the same lists alone; then ``files`` batches of one list each, put, flushed and got
+    in turn, which is the cost of a batch file on top of its items.
+    """
+    from turbo_queue import Dequeuer, Enqueuer
+
+    items -= items % LIST  # whole lists only
+    lists = [[make_item(i) for i in range(first, first + LIST)] for first in range(0, items, LIST)]
+    clock = time.process_time
+    started = clock()
+    blobs = [pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL) for chunk in lists]
+    pickled = clock()
+    for blob in blobs:
+        pickle.loads(blob)
+    unpickled = clock()
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        with Enqueuer(folder, batch_size=10_000, max_batch_delay=3600) as producer, Dequeuer(folder) as consumer:
+            put_started = clock()
+            for chunk in lists:
+                producer.put_many(chunk)
+            producer.flush()
+            got_started = clock()
+            got = 0
+            while got < items:
+                got += len(consumer.get_many(LIST))
+            got_done = clock()
+            putting = getting = 0.0
+            for k in range(files):
+                t0 = clock()
+                producer.put_many(lists[k % len(lists)])
+                producer.flush()
+                t1 = clock()
+                consumer.get_many(LIST)
+                putting, getting = putting + t1 - t0, getting + clock() - t1
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    put_us = (got_started - put_started - (pickled - started)) / items * 1e6
+    get_us = (got_done - got_started - (unpickled - pickled)) / items * 1e6
+    one_list = LIST
+    return {
+        "put_many_us": put_us, "get_many_us": get_us,
+        # a batch of one list costs its items (as in big batches, pickling included) plus the file
+        "file_put_us": putting / files * 1e6 - (put_us * one_list + (pickled - started) / len(lists) * 1e6),
+        "file_get_us": getting / files * 1e6 - (get_us * one_list + (unpickled - pickled) / len(lists) * 1e6),
+    }
+
+
+def _latency_consumer(path: str, samples: int, out: Any, ready: Any) -> None:
+    import turbo_queue
+
+    q = turbo_queue.Queue(path=path)
+    ready.set()
+    delays = []
+    for _ in range(samples):
+        sent = q.get(timeout=30)
+        delays.append(time.monotonic() - sent)
+    out.put(delays)
+
+
+def latency(samples: int, flush: bool, tmp: str) -> Dict[str, float]:
+    """put-to-get delay of single items at a low rate (one every 5 ms), default settings or flush()."""
+    import turbo_queue
+
+    ctx = multiprocessing.get_context("fork")
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        q = turbo_queue.Queue(path=folder)
+        out, ready = ctx.SimpleQueue(), ctx.Event()
+        consumer = ctx.Process(target=_latency_consumer, args=(folder, samples, out, ready))
+        consumer.start()
+        ready.wait()
+        for _ in range(samples):
+            q.put(time.monotonic())
+            if flush:
+                q.flush()
+            time.sleep(0.005)
+        delays = sorted(out.get())
+        consumer.join()
+        q.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"p50_ms": delays[len(delays) // 2] * 1000, "p99_ms": delays[int(len(delays) * 0.99) - 1] * 1000,
+            "avg_ms": statistics.mean(delays) * 1000}
+
+
+def _idle(path: str, seconds: float) -> None:
+    import turbo_queue
+
+    q = turbo_queue.Queue(path=path)
+    try:
+        q.get(timeout=seconds)
+    except queue_module.Empty:
+        pass
+
+
+def idle_cpu(seconds: float, tmp: str) -> float:
+    """Share of one core an idle consumer uses while it waits on an empty queue."""
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        code = (f"import resource, runpy; runpy.run_path({os.path.abspath(__file__)!r})['_idle']({folder!r}, {seconds}); "
+                "u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime)")
+        before = subprocess.run([sys.executable, "-c", "import resource, turbo_queue; "
+                                 "u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime)"],
+                                capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return (float(out.stdout) - float(before.stdout)) / seconds
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _backlog_producer(path: str, start: int, stop: int) -> None:
+    import turbo_queue
+
+    with turbo_queue.Queue(path=path) as q:
+        for first in range(start, stop, LIST):
+            q.put_many([make_item(i) for i in range(first, min(first + LIST, stop))])
+
+
+def _backlog_consumer(path: str, total: int, received: Any) -> None:
+    import turbo_queue
+
+    with turbo_queue.Queue(path=path) as q:
+        while received.value < total:
+            try:
+                items = q.get_many(LIST * 10, timeout=_POLL)
+            except queue_module.Empty:
+                continue
+            with received.get_lock():
+                received.value += len(items)
+
+
+def _backlog_phase(target: Callable[..., None], argsets: List[tuple]) -> List[float]:
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=target, args=args) for args in argsets]
+    for p in procs:
+        p.start()
+    pids = [p.pid for p in procs]
+    peak = {pid: 0 for pid in pids}
+    while any(p.is_alive() for p in procs):  # VmHWM is the peak resident memory so far
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak[pid] = max(peak[pid], int(line.split()[1]) / 1024)
+            except OSError:
+                pass  # exited
+        time.sleep(0.2)
+    for p in procs:
+        p.join()
+    return [peak[pid] for pid in pids]
+
+
+def backlog(items: int, workers: int, folder_root: str) -> Dict[str, Any]:
+    """Put ``items`` with no consumer running, then drain them: peak memory of every process."""
+    ctx = multiprocessing.get_context("fork")
+    folder = tempfile.mkdtemp(prefix="turbo_queue-backlog-", dir=folder_root)
+    try:
+        share = -(-items // workers)
+        started = time.monotonic()
+        fill = _backlog_phase(_backlog_producer, [(folder, i * share, min(items, (i + 1) * share)) for i in range(workers)])
+        filled = time.monotonic()
+        received = ctx.Value("q", 0)
+        drain = _backlog_phase(_backlog_consumer, [(folder, items, received) for _ in range(workers)])
+        drained = time.monotonic()
+        return {"items": items, "fill_peak_mb": fill, "drain_peak_mb": drain, "received": received.value,
+                "fill_s": filled - started, "drain_s": drained - filled}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _noop_worker(path: str, results_path: str) -> None:
+    import turbo_queue
+
+    q = turbo_queue.Queue(path=path)
+    done = turbo_queue.Queue(path=results_path)
+    while True:
+        items = q.get_many(1000)
+        if items[-1] is None:
+            done.put_many(items[:-1])
+            break
+        done.put_many(items)
+        done.flush()
+
+
+def taskito_shape(tmp: str) -> Dict[str, float]:
+    """10,000 no-op items enqueued in one call, processed by one worker per core; round-trip latency."""
+    import turbo_queue
+
+    ctx = multiprocessing.get_context("fork")
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        jobs, results = turbo_queue.Queue(path=os.path.join(folder, "jobs")), turbo_queue.Queue(path=os.path.join(folder, "done"))
+        workers = os.cpu_count() or 1
+        items = [{"task": "noop", "n": i} for i in range(10_000)]
+        started = time.perf_counter()
+        jobs.put_many(items)
+        jobs.flush()
+        enqueued = time.perf_counter()
+        procs = [ctx.Process(target=_noop_worker, args=(jobs.path, results.path)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        got = 0
+        while got < len(items):
+            got += len(results.get_many(10_000, timeout=60))
+        processed = time.perf_counter()
+        for _ in range(workers):  # one stop signal per worker, each in a batch of its own
+            jobs.put(None)
+            jobs.flush()
+        for p in procs:
+            p.join()
+        delays = []
+        echo = ctx.Process(target=_echo, args=(jobs.path, results.path, 100))
+        echo.start()
+        for i in range(100):
+            sent = time.perf_counter()
+            jobs.put(i)
+            jobs.flush()
+            results.get(timeout=30)
+            delays.append(time.perf_counter() - sent)
+        echo.join()
+        delays.sort()
+        jobs.close()
+        results.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"enqueue_per_s": len(items) / (enqueued - started), "process_per_s": len(items) / (processed - started),
+            "rt_avg_ms": statistics.mean(delays) * 1000, "rt_p50_ms": delays[50] * 1000, "rt_p99_ms": delays[98] * 1000}
+
+
+def _echo(jobs_path: str, results_path: str, n: int) -> None:
+    import turbo_queue
+
+    jobs, results = turbo_queue.Queue(path=jobs_path), turbo_queue.Queue(path=results_path)
+    for _ in range(n):
+        results.put(jobs.get(timeout=30))
+        results.flush()
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+def table(rows: List[Dict[str, Any]]) -> str:
+    lines = ["| P=C | contender | items/s | CPU us/item | peak MB | lost | duplicated |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['producers']} | {r['contender']} | {r['items_per_s']:,.0f} | {r['cpu_us_per_item']:.2f} "
+                     f"| {r['peak_mb']:.0f} | {r['lost']} | {r['duplicated']} |")
+    return "\n".join(lines)
+
+
+def chart(rows: List[Dict[str, Any]], path: str) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = list(dict.fromkeys(r["contender"] for r in rows))
+    sweep = sorted({r["producers"] for r in rows})
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        values = [statistics.median([r["items_per_s"] for r in rows if r["contender"] == name and r["producers"] == p] or [0])
+                  for p in sweep]
+        ax.bar([i + k * width for i in range(len(sweep))], values, width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sweep))])
+    ax.set_xticklabels([f"P = C = {p}" for p in sweep])
+    ax.set_ylabel("items per second")
+    ax.set_title("Moving ~200-byte items between processes (higher is better)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))  # room below the axes for the legend
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "_run":
+        return _runner(args)
+    return run(args)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--items", type=int, default=200_000, help="items per row (default 200,000)")
+    p.add_argument("--sweep", default="1,2,4,8", help="values of P = C (default 1,2,4,8)")
+    p.add_argument("--rounds", type=int, default=1, help="times each row runs; the median is kept (default 1)")
+    p.add_argument("--only", default="", help=f"comma-separated contenders among: {', '.join(SHORT)}")
+    p.add_argument("--tmp", default="/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
+                   help="where queue folders go (default /dev/shm)")
+    p.add_argument("--extras", action="store_true", help="also latency, idle CPU, floor, batch-file costs and the taskito shape")
+    p.add_argument("--disk", default=tempfile.gettempdir(),
+                   help="where the durable contender's folders go (default the temp dir, on disk)")
+    p.add_argument("--backlog", type=int, default=0, help="also the backlog run with this many items (e.g. 5000000)")
+    p.add_argument("--backlog-folder", default=tempfile.gettempdir(), help="disk folder for the backlog run")
+    p.add_argument("--chart", default="", help="write a PNG chart here (needs matplotlib)")
+    p.add_argument("--json", default="", help="write all results as JSON here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    runner = sub.add_parser("_run")
+    runner.add_argument("contender")
+    runner.add_argument("producers", type=int)
+    runner.add_argument("consumers", type=int)
+    runner.add_argument("items", type=int)
+    runner.add_argument("folder")
+    add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    chosen = [SHORT[s.strip()] for s in args.only.split(",") if s.strip()] or list(CONTENDERS)
+    contenders = [name for name in chosen if available(CONTENDERS[name])]
+    skipped = [name for name in chosen if name not in contenders]
+    sweep = [int(x) for x in args.sweep.split(",")]
+    rows: List[Dict[str, Any]] = []
+    timeouts: List[str] = []
+    print(f"# turbo_queue bench: {args.items:,} items per row, P = C in {sweep}, {os.cpu_count()} cores, "
+          f"Python {sys.version.split()[0]}", flush=True)
+    if skipped:
+        print(f"# not installed (pip install '.[bench]'): {', '.join(skipped)}", flush=True)
+    for p in sweep:
+        for _ in range(args.rounds):
+            for name in contenders:  # taking turns: noise hits every contender alike
+                where = args.disk if CONTENDERS[name].on_disk else args.tmp
+                row = run_in_fresh_process(name, p, p, args.items, where)
+                if row is None:
+                    print(f"  P=C={p} {name}: did not finish in time", file=sys.stderr, flush=True)
+                    timeouts.append(f"P=C={p} {name}")
+                    continue
+                rows.append(row)
+                print(f"  P=C={p} {name}: {row['items_per_s']:,.0f} items/s, {row['cpu_us_per_item']:.2f} us/item, "
+                      f"lost {row['lost']}, duplicated {row['duplicated']}", file=sys.stderr, flush=True)
+    medians = []
+    for p in sweep:
+        for name in contenders:
+            same = [r for r in rows if r["producers"] == p and r["contender"] == name]
+            same.sort(key=lambda r: r["items_per_s"])
+            if same:
+                medians.append(same[len(same) // 2])
+    print()
+    print(table(medians))
+    results: Dict[str, Any] = {"rows": rows, "medians": medians, "timeouts": timeouts}
+    if timeouts:
+        print(f"\ndid not finish in time: {', '.join(timeouts)}")
+    failed = any(r["lost"] for r in rows)
+    if args.extras:
+        results["floor"] = f = in_fresh_process(floor, min(args.items, 100_000))
+        print(f"\nfloor: building an item {f['build_us']:.2f} us, pickling + unpickling it in a list of 100 "
+              f"{f['serialize_us']:.2f} us, {f['item_bytes']:.0f} bytes pickled")
+        results["storage"] = c = in_fresh_process(storage_costs, min(args.items, 200_000), args.tmp)
+        print(f"batch files, one process: put_many {c['put_many_us']:.2f} us and get_many {c['get_many_us']:.2f} us "
+              f"per item beyond pickling; each batch file {c['file_put_us']:.0f} us for its producer and "
+              f"{c['file_get_us']:.0f} us for its consumer")
+        for flush in (False, True):
+            lat = latency(200, flush, args.tmp)
+            results[f"latency_{'flush' if flush else 'default'}"] = lat
+            print(f"latency, {'flush() after each put' if flush else 'default settings'}: p50 {lat['p50_ms']:.2f} ms, "
+                  f"p99 {lat['p99_ms']:.2f} ms")
+        results["idle_cpu"] = idle = idle_cpu(5.0, args.tmp)
+        print(f"idle consumer: {idle * 100:.2f}% of a core")
+        results["taskito"] = t = taskito_shape(args.tmp)
+        print(f"taskito shape: enqueue {t['enqueue_per_s']:,.0f}/s, processing {t['process_per_s']:,.0f}/s, "
+              f"round trip avg {t['rt_avg_ms']:.2f} ms, p50 {t['rt_p50_ms']:.2f} ms, p99 {t['rt_p99_ms']:.2f} ms")
+    if args.backlog:
+        results["backlog"] = b = backlog(args.backlog, 2, args.backlog_folder)
+        print(f"backlog of {b['items']:,} items: fill peak MB per process {[round(x) for x in b['fill_peak_mb']]}, "
+              f"drain peak MB per process {[round(x) for x in b['drain_peak_mb']]}, received {b['received']:,}")
+        failed = failed or b["received"] < b["items"]
+    if args.chart and chart(medians, args.chart):
+        print(f"\nchart: {args.chart}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if failed:
+        print("\nFAILED: a row lost items", file=sys.stderr)
+    return 1 if failed else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

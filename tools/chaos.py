@@ -57,6 +57,7 @@ if REPO not in sys.path:
 
 from turbo_queue import BatchWriteError, Dequeuer, Enqueuer, recover  # noqa: E402
 from turbo_queue import _folder, _platform, _shard  # noqa: E402
+from turbo_queue.monitor import read_items  # noqa: E402
 
 MP = multiprocessing.get_context("fork")
 DEADLINE = 60.0  # for any one thing a run waits for; a hang fails the run instead of stalling it
@@ -160,7 +161,7 @@ def folder_items(folder: str, names: Optional[List[str]] = None) -> List[object]
     """Every item the ready_ files would still deliver, read without claiming them."""
     items: List[object] = []
     for name in groups(folder)["ready"] if names is None else names:
-        _, found = _shard.peek(os.path.join(folder, name), 10**9)
+        _, found = read_items(os.path.join(folder, name), 10**9)
         items.extend(found)
     return items
 
@@ -169,7 +170,7 @@ def set_aside_items(folder: str) -> List[object]:
     """The items consumers set aside in bad_ files (poison items and their chunks), in no order."""
     items: List[object] = []
     for name in groups(folder)["bad"]:
-        meta, found = _shard.peek(os.path.join(folder, name), 10**9)
+        meta, found = read_items(os.path.join(folder, name), 10**9)
         if "set_aside_from" in meta:
             items.extend(found)
     return items
@@ -599,7 +600,7 @@ def check_plan(folder: str, plan: dict, report: str, result: Result, context: st
     present: Dict[int, str] = {}
     for name in found["ready"]:
         try:
-            _, items = _shard.peek(os.path.join(folder, name), 10**9)
+            _, items = read_items(os.path.join(folder, name), 10**9)
         except (sqlite3.Error, ValueError) as exc:
             result.fail(f"{context}: {name} cannot be read: {exc}")
             continue

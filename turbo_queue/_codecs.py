@@ -12,7 +12,7 @@ import pickle
 import struct
 from abc import ABC, abstractmethod
 from array import array
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, cast
 
 import orjson
 
@@ -87,7 +87,7 @@ class PickleCodec(Codec):
         if type(value) is tuple:
             loads = pickle.loads
             return [loads(data) for data in value]
-        return value
+        return cast(List[Any], value)  # a chunk holds a list
 
 
 class JsonCodec(Codec):
@@ -116,7 +116,7 @@ class JsonCodec(Codec):
             raise self.find_refused(items) from None
 
     def decode(self, chunk: bytes) -> List[Any]:
-        return orjson.loads(chunk)
+        return cast(List[Any], orjson.loads(chunk))  # a chunk holds a list
 
 
 class StdlibJsonCodec(JsonCodec):
@@ -139,7 +139,7 @@ class StdlibJsonCodec(JsonCodec):
             raise self.find_refused(items) from None
 
     def decode(self, chunk: bytes) -> List[Any]:
-        return json.loads(chunk)
+        return cast(List[Any], json.loads(chunk))  # a chunk holds a list
 
 
 class RawCodec(Codec):

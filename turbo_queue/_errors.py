@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Tuple
+
 
 class TurboQueueError(Exception):
     """Base class of turbo_queue's own errors."""
@@ -29,12 +31,12 @@ class ShardFormatError(TurboQueueError):
         self.path = path
         self.version = version
 
-    def __reduce__(self):  # keep the attributes when the error crosses a process boundary
+    def __reduce__(self) -> Tuple[Any, ...]:  # keep the attributes when the error crosses a process boundary
         return type(self), (self.path, self.version)
 
 
 class BatchWriteError(TurboQueueError, OSError):
-    """Writing a batch failed (disk full, I/O error). The batch was not published.
+    """Writing a batch failed (disk full, I/O error). The batch was not handed over.
 
     ``items`` is how many items the failed batch held; they were not handed over.
     The queue stays usable: the next put starts a new batch.
@@ -44,5 +46,5 @@ class BatchWriteError(TurboQueueError, OSError):
         super().__init__(message)
         self.items = items
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (str(self), self.items)

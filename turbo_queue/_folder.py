@@ -14,7 +14,7 @@ import stat
 import time
 import uuid
 import weakref
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from . import _platform
 
@@ -274,7 +274,7 @@ class Held(Exception):
     """
 
 
-def claim(folder: str, skip: frozenset = frozenset()) -> Optional[Batch]:
+def claim(folder: str, skip: FrozenSet[str] = frozenset()) -> Optional[Batch]:
     """Claim the oldest ``ready_`` file this process can get (``chosen_``), or None if there is none.
 
     The oldest is tried first, so one consumer sees batches in hand-over order; after losing a

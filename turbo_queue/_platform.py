@@ -14,7 +14,7 @@ from ._errors import NetworkFilesystemError, UnsupportedPlatformError
 try:
     import fcntl as _fcntl
 except ImportError:  # Windows: no flock, so the protocol cannot run.
-    _fcntl = None  # type: ignore[assignment]
+    _fcntl = None  # type: ignore[assignment]  # None marks the missing module; require_flock() says so
 
 #: Filesystem types on which flock and rename do not keep the protocol's promises.
 NETWORK_FILESYSTEMS = frozenset(
@@ -55,6 +55,16 @@ def lock(fd: int) -> None:
     """Take an exclusive flock on ``fd``, waiting for it."""
     require_flock()
     _fcntl.flock(fd, _fcntl.LOCK_EX)
+
+
+def lock_shared(fd: int) -> None:
+    """Take a shared flock on ``fd``, waiting while another process holds it exclusively."""
+    require_flock()
+    _fcntl.flock(fd, _fcntl.LOCK_SH)
+
+
+def unlock(fd: int) -> None:
+    _fcntl.flock(fd, _fcntl.LOCK_UN)
 
 
 def is_locked(path: str) -> bool | None:
@@ -166,7 +176,7 @@ class Inotify:
 
     def add_watch(self, folder: str, mask: int) -> int:
         """Watch ``folder`` for the events in ``mask``; returns its watch descriptor."""
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), mask)
+        wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(folder), mask))
         if wd < 0:
             raise OSError(ctypes.get_errno(), f"inotify_add_watch: {os.strerror(ctypes.get_errno())}", folder)
         return wd

@@ -19,11 +19,14 @@ import os
 import socket
 import sqlite3
 import zlib
-import urllib.parse
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from ._codecs import Codec, get_codec
 from ._errors import ShardFormatError
+
+#: A batch's meta table by key: SQLite values (int, float, str, bytes or None), as stored.
+Meta = Dict[str, Any]
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -122,7 +125,7 @@ class DamagedChunk(sqlite3.DatabaseError):
         self.chunk = chunk
 
 
-def _chunk(path: str, row: tuple) -> Chunk:
+def _chunk(path: str, row: Tuple[Any, ...]) -> Chunk:
     """A row of ``items`` as a Chunk, checked: DamagedChunk or DatabaseError if it is damaged."""
     chunk = Chunk(*row)
     if type(chunk.n) is not int or type(chunk.data) is not bytes or chunk.n < 1:  # damage can read back NULLs
@@ -206,7 +209,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
         pass  # SQLite rolls back when the connection closes, or recovery does with the journal
 
 
-def read_meta(conn: sqlite3.Connection, path: str) -> Dict[str, object]:
+def read_meta(conn: sqlite3.Connection, path: str) -> Meta:
     """The meta table as a dict; ShardFormatError for a version this code does not know."""
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     version = meta.get("format")
@@ -218,7 +221,8 @@ def read_meta(conn: sqlite3.Connection, path: str) -> Dict[str, object]:
     return meta
 
 
-class Inspection(NamedTuple):
+@dataclass(frozen=True)
+class Inspection:
     """What recovery learned of a file: ``state`` is 'ok', 'empty', 'corrupt', 'newer' or 'old'
     (a batch of turbo-queue 0.5.2 or 0.8.0, see ``_upgrade``)."""
 
@@ -268,22 +272,22 @@ def has_journal(path: str) -> bool:
     return any(os.path.lexists(path + suffix) for suffix in ("-journal", "-wal", "-shm"))
 
 
-def chunks_from(conn: sqlite3.Connection, path: str, meta: Dict[str, object], position: int) -> Iterator[Chunk]:
+def chunks_from(conn: sqlite3.Connection, path: str, meta: Meta, position: int) -> Iterator[Chunk]:
     """The chunks holding items ``position`` onwards, checked as ``ShardReader.chunk_at`` does."""
     rows = conn.execute(f"SELECT {_columns(meta['format'])} FROM items WHERE first + n > ? ORDER BY first", (position,))
     for row in rows:
         yield _chunk(path, row)
 
 
-def unacknowledged(conn: sqlite3.Connection, path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
+def unacknowledged(conn: sqlite3.Connection, path: str, limit: int) -> Tuple[Meta, List[Any]]:
     """Meta and the first ``limit`` unacknowledged items of the batch open in ``conn``.
 
     Errors as ``read_meta`` and ``chunks_from``; any error of the codec for an undecodable chunk.
     """
     meta = read_meta(conn, path)
     codec = get_codec(str(meta["codec"]))
-    position = int(meta["acked"])  # type: ignore[call-overload]
-    items: List[object] = []
+    position = int(meta["acked"])
+    items: List[Any] = []
     chunks = chunks_from(conn, path, meta, position)
     while len(items) < limit:
         chunk = next(chunks, None)
@@ -291,16 +295,6 @@ def unacknowledged(conn: sqlite3.Connection, path: str, limit: int) -> Tuple[Dic
             break
         items.extend(codec.decode(chunk.data)[max(0, position - chunk.first):])
     return meta, items[:limit]
-
-
-def peek(path: str, limit: int) -> Tuple[Dict[str, object], List[object]]:
-    """``unacknowledged`` of a batch file, read-only and without a lock."""
-    # immutable: take no lock, so a consumer recording its position is never kept waiting
-    conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro&immutable=1", uri=True, isolation_level=None)
-    try:
-        return unacknowledged(conn, path, limit)
-    finally:
-        conn.close()
 
 
 def record_crash(path: str, durable: bool = False) -> int:

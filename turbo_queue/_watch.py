@@ -15,9 +15,13 @@ import errno
 import logging
 import os
 import threading
-from typing import Dict, Optional, Set
+from typing import TYPE_CHECKING, Dict, Optional, Set, cast
 
 from . import _platform
+
+if TYPE_CHECKING:
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger("turbo_queue")
 
@@ -60,7 +64,7 @@ class _Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._inotify: Optional[_platform.Inotify] = None
-        self._observer: Optional[object] = None  # watchdog's, where there is no inotify
+        self._observer: Optional[BaseObserver] = None  # watchdog's, where there is no inotify
         self._folders: Dict[str, FolderEvents] = {}
         self._by_wd: Dict[int, FolderEvents] = {}
         self._folder_of: Dict[int, str] = {}
@@ -123,8 +127,8 @@ class _Watcher:
             if handler is None:
                 return set()
             handler.polling = True
-            if self._folders.get(folder or "") is handler:
-                del self._folders[folder]  # type: ignore[arg-type]
+            if folder is not None and self._folders.get(folder) is handler:
+                del self._folders[folder]
             return {handler}
 
     def _watch_with_watchdog(self, folder: str, handler: FolderEvents) -> None:
@@ -137,13 +141,15 @@ class _Watcher:
             observer.start()
             self._observer = observer
         observer = self._observer
-        observer.schedule(handler, folder, recursive=False, event_filter=[FileMovedEvent])  # type: ignore[attr-defined]
+        # watchdog calls only dispatch(), which FolderEvents has: no need to import watchdog to subclass its handler.
+        watchdog_handler = cast("FileSystemEventHandler", handler)
+        observer.schedule(watchdog_handler, folder, recursive=False, event_filter=[FileMovedEvent])
 
     def forget(self) -> None:
         """After fork: the reader thread does not exist in the child; start afresh when needed."""
         if self._inotify is not None:
             self._inotify.close()  # the child's copy only; the parent's thread reads its own
-        self.__init__()  # type: ignore[misc]
+        _Watcher.__init__(self)
 
 
 _watcher = _Watcher()

@@ -9,13 +9,13 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Iterator, List, NamedTuple, Optional, Set, Union
+from typing import Any, Deque, Dict, Iterator, List, NamedTuple, Optional, Set, Union
 
 from . import _aside, _folder, _lifecycle, _platform, _shard, _upgrade, _watch
+from ._checks import check_timeout, positive_int, positive_number
 from ._counters import GOT, Counters
 from ._errors import ShardFormatError
 from ._shard import Chunk, ShardReader
-from .producer import _positive_int, _positive_number, check_timeout
 from .recovery import recover
 
 log = logging.getLogger("turbo_queue")
@@ -87,9 +87,9 @@ class Dequeuer:
             raise ValueError(f"auto_ack must be True or False, got {auto_ack!r}")
         self.auto_ack = auto_ack
         self._counters = counters  # where Queue counts items at get() time
-        self.ack_every = _positive_int("ack_every", ack_every)
-        self.recover_every = _positive_number("recover_every", recover_every)
-        self.max_crashes = _positive_int("max_crashes", max_crashes)
+        self.ack_every = positive_int("ack_every", ack_every)
+        self.recover_every = positive_number("recover_every", recover_every)
+        self.max_crashes = positive_int("max_crashes", max_crashes)
         self.durable = bool(durable)
         self.allow_network_fs = bool(allow_network_fs)
         _platform.prepare_folder(self.folder, self.allow_network_fs)
@@ -131,7 +131,7 @@ class Dequeuer:
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Up to ``max_items`` items (at least one), from one batch; ``queue.Empty`` as ``get`` does."""
-        _positive_int("max_items", max_items)
+        positive_int("max_items", max_items)
         with self._lock:
             if self._careful and self.auto_ack:
                 self._ack_all()
@@ -238,16 +238,16 @@ class Dequeuer:
         held = self._batch.name.filename if self._batch else "no batch"
         return f"<Dequeuer {self.folder!r} {'closed' if self._closed else held}>"
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> Dict[str, Any]:
         return {
             "folder": self.folder, "ack_every": self.ack_every, "recover_every": self.recover_every,
             "max_crashes": self.max_crashes, "durable": self.durable, "allow_network_fs": self.allow_network_fs,
             "auto_ack": self.auto_ack,
         }
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         folder = state.pop("folder")
-        self.__init__(folder, **state)  # type: ignore[misc]
+        type(self).__init__(self, folder, **state)
 
     # -- inside ----------------------------------------------------------------------------
 

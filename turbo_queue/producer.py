@@ -8,9 +8,10 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _folder, _lifecycle, _platform, _watch
+from ._checks import check_timeout, positive_int, positive_number
 from ._codecs import get_codec
 from ._counters import PUT, Counters
 from ._errors import BatchWriteError
@@ -19,23 +20,6 @@ from ._shard import ShardWriter
 log = logging.getLogger("turbo_queue")
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def check_timeout(timeout: Optional[float]) -> None:
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _positive_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
 
 
 #: While ready_ files wait, a batch keeps filling past max_batch_delay, up to this many times it.
@@ -96,12 +80,12 @@ class Enqueuer:
         max_ready_files: Optional[int] = None, **_other: object,
     ) -> None:
         """ValueError naming the first setting that is wrong."""
-        _positive_int("batch_size", batch_size)
-        _positive_number("max_batch_delay", max_batch_delay)
-        _positive_int("chunk_size", chunk_size)
+        positive_int("batch_size", batch_size)
+        positive_number("max_batch_delay", max_batch_delay)
+        positive_int("chunk_size", chunk_size)
         get_codec(codec)
         if max_ready_files is not None:
-            _positive_int("max_ready_files", max_ready_files)
+            positive_int("max_ready_files", max_ready_files)
 
     def _reset(self) -> None:
         self._counts = None if self._counters is None else self._counters.view
@@ -215,7 +199,7 @@ class Enqueuer:
         state = "closed" if self._closed else f"{self._batch_items} items in the current batch"
         return f"<Enqueuer {self.folder!r} codec={self.codec} {state}>"
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> Dict[str, Any]:
         # A copy for another process carries the address and settings, never files or threads.
         return {
             "folder": self.folder, "batch_size": self.batch_size, "max_batch_delay": self.max_batch_delay,
@@ -223,9 +207,9 @@ class Enqueuer:
             "durable": self.durable, "allow_network_fs": self.allow_network_fs,
         }
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         folder = state.pop("folder")
-        self.__init__(folder, **state)  # type: ignore[misc]
+        type(self).__init__(self, folder, **state)
 
     # -- inside ----------------------------------------------------------------------------
 
@@ -278,7 +262,7 @@ class Enqueuer:
         self._deadline = None
 
     def _fail(self, exc: BaseException, doing: str) -> BatchWriteError:
-        """Drop the batch that hit an I/O error; nothing of it is published."""
+        """Drop the batch that hit an I/O error; nothing of it is handed over."""
         lost = self._batch_items + len(self._pending)
         path = self._batch.path if self._batch else self.folder
         if self._counts is not None:

@@ -13,12 +13,13 @@ import tempfile
 import threading
 import time
 from queue import Empty, Full
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _counters, _lifecycle, _platform
+from ._checks import check_timeout
 from ._counters import DONE
 from .consumer import Dequeuer
-from .producer import Enqueuer, check_timeout
+from .producer import Enqueuer
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -55,7 +56,7 @@ class Queue:
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
-        self._settings = {
+        self._settings: Dict[str, Any] = {
             "batch_size": batch_size, "max_batch_delay": max_batch_delay, "chunk_size": chunk_size,
             "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
         }
@@ -86,11 +87,11 @@ class Queue:
 
     # -- pickling: the address and settings, never open files ---------------------------------
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> Dict[str, Any]:
         return {"path": self.path, "maxsize": self.maxsize, "settings": self._settings,
                 "ack_every": self._ack_every, "temporary": self._temporary}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         self.path = state["path"]
         self.maxsize = state["maxsize"]
         self._settings = state["settings"]
@@ -178,8 +179,12 @@ class Queue:
                 if self._enqueuer is not None:
                     self._enqueuer.close()
             finally:
-                if self._dequeuer is not None:
-                    self._dequeuer.close()
+                try:
+                    if self._dequeuer is not None:
+                        self._dequeuer.close()
+                finally:
+                    if self._counters is not None:  # its counts go into the folder's total
+                        self._counters.retire()
 
     def join_thread(self) -> None:
         """Kept for the interface: ``close()`` has already flushed everything (no feeder thread)."""

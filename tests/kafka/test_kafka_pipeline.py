@@ -92,7 +92,7 @@ def test_sigkill_of_a_source_a_worker_and_a_sink_while_it_runs_loses_nothing(kaf
     source, target, group = kafka.topic(partitions=3), kafka.topic(partitions=1), name("group")
     reader = Reader(kafka, target)
     producing = threading.Thread(target=lambda: [kafka.produce(source, numbered(i, i + 500)) or time.sleep(0.2)
-                                                 for i in range(0, 4000, 500)])
+                                                 for i in range(0, 3000, 500)])
     pipeline = PipelineProcess(kafka.bootstrap, source, target, group, f"{FUNCTIONS}:slow_tag", log_dir=str(tmp_path))
     producing.start()
     try:
@@ -102,7 +102,7 @@ def test_sigkill_of_a_source_a_worker_and_a_sink_while_it_runs_loses_nothing(kaf
             pipeline.kill_child(child)
             time.sleep(0.3)
         producing.join()
-        reader.until(all_of(4000), what="all 4000 messages after the kills")
+        reader.until(all_of(3000), what="all 3000 messages after the kills")
         assert pipeline.terminate() == 0, pipeline.log()
     finally:
         producing.join()
@@ -117,7 +117,7 @@ def test_sigkill_of_a_source_a_worker_and_a_sink_while_it_runs_loses_nothing(kaf
 
 def test_sigterm_mid_run_drains_delivers_everything_committed_and_a_restart_goes_on(kafka, tmp_path):
     source, target, group = kafka.topic(partitions=2), kafka.topic(partitions=1), name("group")
-    kafka.produce(source, numbered(0, 2000))
+    kafka.produce(source, numbered(0, 1500))
     reader = Reader(kafka, target)
     folder = str(tmp_path / "pipeline")
     first = PipelineProcess(kafka.bootstrap, source, target, group, f"{FUNCTIONS}:slower_tag", "--folder", folder,
@@ -136,13 +136,13 @@ def test_sigterm_mid_run_drains_delivers_everything_committed_and_a_restart_goes
     reader.until(lambda records: len(records) >= in_target, what="what the first pipeline produced")
     delivered = set(reader.numbers())
     # Everything committed was delivered (offsets map to event numbers through what was produced).
-    produced = {(m.partition(), m.offset()): orjson.loads(m.value())["n"] for m in kafka.consume(source, 2000)}
+    produced = {(m.partition(), m.offset()): orjson.loads(m.value())["n"] for m in kafka.consume(source, 1500)}
     assert {n for (partition, offset), n in produced.items() if offset < committed[partition]} <= delivered
-    kafka.produce(source, numbered(2000, 4000))
+    kafka.produce(source, numbered(1500, 3000))
     second = PipelineProcess(kafka.bootstrap, source, target, group, f"{FUNCTIONS}:slow_tag", "--folder", folder,
                              log_dir=str(tmp_path), workers=2)
     try:
-        reader.until(all_of(4000), what="the rest after a restart on the same folder")
+        reader.until(all_of(3000), what="the rest after a restart on the same folder")
         assert second.terminate() == 0, second.log()
     finally:
         second.close()

@@ -104,7 +104,7 @@ def check_kafka(bootstrap_servers: str, topics: Sequence[str], config: Dict[str,
     """
     def check(result: Any) -> None:
         try:
-            ck = import_confluent_kafka()  # type: ignore[no-untyped-call]
+            ck = import_confluent_kafka()
             from confluent_kafka.admin import AdminClient
 
             admin = AdminClient({**config, "bootstrap.servers": bootstrap_servers})

@@ -257,7 +257,7 @@ class KafkaSink:
         """
         if "batch.size" in (self.settings["config"] or {}):
             return
-        from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+        from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
         admin = AdminClient({k: v for k, v in self.config.items() if k not in PRODUCER_DEFAULTS},
                             logger=_client_log)

@@ -31,13 +31,14 @@ class _Setting:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Any, owner: type = None) -> Any:
+    def __get__(self, obj: Any, owner: Optional[type] = None) -> Any:
         if obj is None:
             return self
         return obj.__dict__.get(self.name, self.default)
 
     def __set__(self, obj: Any, value: Any) -> None:
-        if type(value) is not self.kind or (self.minimum is not None and value < self.minimum):
+        wrong_type = type(value) is not self.kind  # (checked first: a str is never compared with the minimum)
+        if wrong_type or (self.minimum is not None and value < self.minimum):
             rule = f"an integer >= {self.minimum}" if self.minimum is not None else f"a {self.kind.__name__}"
             raise ValueError(f"{self.name} must be {rule}, got {value!r}")
         obj.__dict__[self.name] = value
@@ -54,7 +55,9 @@ class _Base:
     @property
     def folder(self) -> str:
         """The queue folder: ``root_path/queue_name``."""
-        return os.path.join(self.root_path, self.queue_name)
+        root: str = self.root_path
+        name: str = self.queue_name
+        return os.path.join(root, name)
 
     def setup_logging(self, logger_name: str = "turbo_queue", level: int = logging.WARNING,
                       log_file: str = "turbo_queue.log") -> None:

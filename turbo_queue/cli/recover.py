@@ -1,0 +1,43 @@
+"""``turbo-queue recover``: put back the files of processes that died."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..recovery import recover
+from . import _exit
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser("recover", parents=[common], help="re-queue the files of processes that died",
+                            description="Re-queues orphaned loading_/chosen_ files as ready_, removes empty "
+                                        "ones and renames damaged ones to bad_. Safe while the queue runs: "
+                                        "files of live processes are never touched.")
+    p.add_argument("folder", help="the queue folder")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be done")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.folder):
+        print(f"turbo-queue recover: {args.folder}: no such folder", file=sys.stderr)
+        return _exit.USAGE
+    report = recover(args.folder, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return _exit.OK
+    verb = "would re-queue" if args.dry_run else "re-queued"
+    converted = "would convert (turbo-queue 0.5.2/0.8.0)" if args.dry_run else "converted (turbo-queue 0.5.2/0.8.0)"
+    for label, names in ((verb, report.requeued), (converted, report.converted), ("removed (empty)", report.removed),
+                         ("quarantined as bad_", report.quarantined), ("left alone (newer format or journal)", report.refused)):
+        for name in names:
+            print(f"{label}: {name}")
+    if not args.quiet:
+        old = f"{len(report.converted)} converted, " if report.converted else ""
+        print(f"{report.folder}: {len(report.requeued)} {verb}, {old}{len(report.removed)} removed, "
+              f"{len(report.quarantined)} quarantined, {len(report.live)} held by live processes")
+    return _exit.OK

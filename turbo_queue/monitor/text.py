@@ -1,0 +1,164 @@
+"""The figures as text for a person: ``render`` (the picture of ``monitor`` and ``stats``),
+``sparkline``, ``ls_columns``."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, List, Sequence, TextIO, Tuple
+
+from .figures import QueueFigures
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+ASCII_BLOCKS = "_.-:=+*#"
+
+
+def sparkline(values: Sequence[int], blocks: str = BLOCKS) -> str:
+    """One character per value, its height relative to the largest; zero is the lowest block."""
+    top = max(values, default=0)
+    if top <= 0:
+        return blocks[0] * len(values)
+    steps = len(blocks) - 1
+    return "".join(blocks[0] if v <= 0 else blocks[max(1, math.ceil(v / top * steps))] for v in values)
+
+
+def ls_columns(names: Sequence[str], width: int) -> List[str]:
+    """``names`` laid out in columns, top to bottom, as GNU ``ls -C`` does in ``width`` columns
+    (with spaces where ``ls`` would use tabs, i.e. ``ls -C -T 0``)."""
+    n = len(names)
+    if n == 0:
+        return []
+    lengths = [len(name) for name in names]
+    best_cols, best_widths = 1, [max(lengths)]
+    for cols in range(min(n, max(1, width // 3)), 1, -1):
+        rows = -(-n // cols)
+        widths = [0] * cols
+        for i, length in enumerate(lengths):
+            col = i // rows
+            widths[col] = max(widths[col], length + (0 if col == cols - 1 else 2))
+        if sum(widths) < width:
+            best_cols, best_widths = cols, widths
+            break
+    rows = -(-n // best_cols)
+    lines = []
+    for row in range(rows):
+        parts = []
+        for col in range(best_cols):
+            i = col * rows + row
+            if i >= n:
+                break
+            last = i + rows >= n
+            parts.append(names[i] if last else names[i].ljust(best_widths[col]))
+        lines.append("".join(parts))
+    return lines
+
+
+def _rate(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value < 10:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min {seconds % 60} s"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def plural(n: int, word: str, words: str = "") -> str:
+    return f"{n:,} " + (word if n == 1 else words or word + "s")
+
+
+def _pids(pids: Iterable[int]) -> str:
+    known = sorted({pid for pid in pids if pid})
+    if not known:
+        return ""
+    shown = ", ".join(str(pid) for pid in known[:6]) + (", …" if len(known) > 6 else "")
+    return f" (pid{'s' if len(known) > 1 else ''} {shown})"
+
+
+def render_queue(figures: QueueFigures, width: int, blocks: str = BLOCKS,
+                 listing: bool = False) -> List[Tuple[str, str]]:
+    """The lines that describe one queue, each with a style: '', 'title', 'alert' or 'dim'."""
+    lines: List[Tuple[str, str]] = [(figures.folder, "title")]
+    if not figures.exists:
+        lines.append(("  no such folder (yet): waiting for it to appear", "alert"))
+        return lines
+    if figures.error:
+        lines.append((f"  {figures.error}", "alert"))
+        return lines
+    files = figures.files
+    lines.append((f"  files      loading {files['loading']:,}   ready {files['ready']:,}   "
+                  f"chosen {files['chosen']:,}   bad {files['bad']:,}", "alert" if files["bad"] else ""))
+    counted = files["ready"] + files["chosen"] - figures.uncounted_batches
+    backlog = f"  backlog    {plural(figures.backlog_items, 'item')} in {plural(counted, 'batch', 'batches')}"
+    if figures.uncounted_batches:
+        backlog += f" (+{figures.uncounted_batches:,} unreadable)"
+    age = figures.oldest_ready_age
+    backlog += "   oldest ready: " + ("none" if age is None else _age(age))
+    lines.append((backlog, ""))
+    flows = (("handed over", figures.handed_over, figures.handed_over_total, figures.handed_over_history),
+             ("consumed", figures.consumed, figures.consumed_total, figures.consumed_history))
+    for label, now, total, history in flows:
+        if now is None or total is None:
+            lines.append((f"  {label:<11} not measured (watch the queue: monitor, or --sample SECONDS)", "dim"))
+            continue
+        rates = f"  {label:<11} {_rate(now.batches_per_second):>6} batches/s  {_rate(now.items_per_second):>9} items/s"
+        totals = f"total {plural(total.batches, 'batch', 'batches')}, {plural(total.items, 'item')}"
+        if total.uncounted:
+            one = total.uncounted == 1
+            totals += (f" (+{total.uncounted:,} {'batch' if one else 'batches'} gone before "
+                       f"{'it' if one else 'they'} could be counted)")
+        # The sparkline takes the room left (one character a second, 10 to 40 of them); on a
+        # narrow terminal the totals are cut first.
+        room = width - len(rates) - len(totals) - 4
+        spark = sparkline(history[-min(40, max(10, room)):], blocks) if width >= 60 else ""
+        lines.append((f"{rates}  {spark}  {totals}" if spark else f"{rates}  {totals}", ""))
+    if figures.live is None or figures.orphaned is None:
+        lines.append(("  processes  unknown here (no /proc/locks)", "dim"))
+    else:
+        live = figures.live
+        producers = [pid for name, pid in live.items() if name.startswith("loading_")]
+        consumers = [pid for name, pid in live.items() if name.startswith("chosen_")]
+        lines.append((f"  live       {plural(len(producers), 'loading_ file')}{_pids(producers)}   "
+                      f"{plural(len(consumers), 'chosen_ file')}{_pids(consumers)}", ""))
+        if figures.orphaned:
+            lines.append((f"  orphaned   {plural(len(figures.orphaned), 'file')} whose process died, "
+                          f"waiting for recovery (turbo-queue recover FOLDER, or any consumer):", "alert"))
+            lines.extend((f"    {name}", "alert") for name in figures.orphaned)
+        else:
+            lines.append(("  orphaned   none", ""))
+    for problem in figures.problems[:5]:
+        lines.append((f"  unreadable {problem}", "alert"))
+    if listing and figures.names is not None:
+        lines.append((f"  $ ls -C  ({plural(len(figures.names), 'file')})", "dim"))
+        lines.extend((line, "") for line in ls_columns(figures.names, width))
+    return lines
+
+
+def render(figures: Sequence[QueueFigures], width: int, *, listing: bool = False, blocks: str = BLOCKS,
+           header: str = "") -> List[Tuple[str, str]]:
+    """The whole picture: a header line, then each queue, separated by a blank line."""
+    lines: List[Tuple[str, str]] = []
+    if header:
+        lines.append((header, "dim"))
+    for i, one in enumerate(figures):
+        if i or header:
+            lines.append(("", ""))
+        lines.extend(render_queue(one, width, blocks, listing))
+    return lines
+
+
+def blocks_for(stream: TextIO) -> str:
+    """The sparkline's blocks, or ASCII ones where ``stream``'s encoding cannot show them."""
+    try:
+        BLOCKS.encode(stream.encoding or "ascii")
+        return BLOCKS
+    except (UnicodeEncodeError, LookupError):
+        return ASCII_BLOCKS

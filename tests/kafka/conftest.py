@@ -8,6 +8,7 @@ no cached jars) or without confluent-kafka the tests skip and say why; under ``C
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -19,6 +20,8 @@ import pytest
 from tools import kafka_broker
 
 CI = os.environ.get("CI") == "true"
+#: The test clients' librdkafka lines go to logging (pytest shows them with a failure), not to stderr.
+CLIENT_LOG = logging.getLogger("tests.kafka.client")
 #: An already running broker to use instead of starting one.
 BOOTSTRAP_ENV = "TURBO_QUEUE_KAFKA_BOOTSTRAP"
 
@@ -47,7 +50,7 @@ class Kafka:
 
     def settings(self, **extra: object) -> Dict[str, object]:
         """librdkafka settings for a client of this broker, plus ``extra`` (dots as underscores)."""
-        settings: Dict[str, object] = {"bootstrap.servers": self.bootstrap}
+        settings: Dict[str, object] = {"bootstrap.servers": self.bootstrap, "logger": CLIENT_LOG}
         settings.update({key.replace("_", "."): value for key, value in extra.items()})
         return settings
 
@@ -55,7 +58,7 @@ class Kafka:
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            self._admin = AdminClient(self.settings())
         return self._admin
 
     def topic(self, partitions: int = 1, *, prefix: str = "test", config: Optional[Dict[str, str]] = None) -> str:
@@ -185,6 +188,12 @@ def _start(data: Path) -> kafka_broker.Broker:
     except kafka_broker.MissingTool as error:
         _cannot_run(f"no Kafka broker to test against: {error}")
         raise
+
+
+@pytest.fixture(scope="session")
+def confluent():
+    """The confluent_kafka module, for a test that needs the client but no broker."""
+    return _client_module()
 
 
 @pytest.fixture(scope="session")

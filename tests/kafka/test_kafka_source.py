@@ -78,7 +78,7 @@ def test_from_python_with_a_regex_subscription_until_stop_from_another_thread(ka
     assert {m.topic for m in got} == {a, b}
 
 
-def test_an_unreachable_broker_is_named_within_the_connect_timeout(folder):
+def test_an_unreachable_broker_is_named_within_the_connect_timeout(confluent, folder):
     import socket
 
     with socket.socket() as probe:  # a port that nothing listens on
@@ -154,3 +154,24 @@ def test_settings_that_would_break_at_least_once_are_refused(folder):
         KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", max_ready=3)
     with pytest.raises(ValueError, match="value must be"):
         KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", value="avro")
+
+
+def test_a_folder_on_a_network_filesystem_is_refused(monkeypatch, tmp_path):
+    from turbo_queue import NetworkFilesystemError, _platform
+
+    monkeypatch.setattr(_platform, "mount_type", lambda path: "nfs4")
+    with pytest.raises(NetworkFilesystemError, match="nfs4"):
+        KafkaSource(tmp_path / "queue", bootstrap_servers="x:1", topics="t", group="g")
+
+
+def test_a_backlog_counted_in_items_pauses_the_source_too(kafka, folder):
+    topic, name = kafka.topic(partitions=1), group()
+    kafka.produce(topic, numbered(0, 3000))
+    with SourceProcess(folder, kafka.bootstrap, [topic], name, "--max-ready-items", "500") as source:
+        wait_for(lambda: [s for s in read_statuses(folder) if s["paused"]], 60, "the source to pause")
+        from turbo_queue.monitor import snapshot
+
+        assert snapshot(folder).backlog_items >= 500
+        got = drain(folder, 3000)
+        assert sorted(m.value for m in got) == sorted(v for _, v, _ in numbered(0, 3000))
+        assert source.terminate() == 0, source.log()

@@ -14,7 +14,9 @@ import sys
 from typing import List, Optional
 
 from .. import __version__
-from ..kafka import cli_pipeline, cli_sink, cli_source
+from ..kafka import cli_pipeline as pipeline
+from ..kafka import cli_sink as kafka_sink
+from ..kafka import cli_source as kafka_source
 from . import _exit, demo, exporter, monitor, peek, recover, stats
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -27,8 +29,8 @@ EPILOG = """examples:
 """
 
 #: The command modules, in the order of the help. The Kafka commands' modules live in the kafka
-#: package for now (they import confluent-kafka only inside ``run``).
-COMMANDS = (demo, recover, monitor, stats, exporter, peek, cli_source, cli_sink, cli_pipeline)
+#: package (they import confluent-kafka only inside ``run``).
+COMMANDS = (demo, recover, monitor, stats, exporter, peek, kafka_source, kafka_sink, pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             max_ready_items=args.max_ready_items, durable=args.durable, connect_timeout=args.connect_timeout,
             config=config,
         )
-    except ValueError as exc:
+    except (ValueError, NetworkFilesystemError) as exc:
         print(f"turbo-queue kafka-source: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except KafkaUnavailable as exc:
         print(f"turbo-queue kafka-source: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except (ImportError, NetworkFilesystemError) as exc:
+    except ImportError as exc:
         print(f"turbo-queue kafka-source: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BatchWriteError as exc:

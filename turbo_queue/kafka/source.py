@@ -17,9 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import orjson
 
-from .. import _folder
-from .._aside import set_aside
-from ..producer import Enqueuer
+from .. import Enqueuer, _platform, set_aside
 from ._errors import KafkaUnavailable, import_confluent_kafka
 from .message import Message
 from .status import remove_status, write_status
@@ -48,6 +46,10 @@ DEFAULTS: Dict[str, Any] = {
 REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 #: librdkafka settings the source starts from; ``config`` overrides them.
 CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest"}
+#: A batch size the Enqueuer never reaches.
+_NEVER = 2**62
+#: Seconds after which the Enqueuer's timer hands a batch over if the source has not (it is stuck).
+_BACKSTOP = 60.0
 #: Messages taken from the client per call.
 POLL_MESSAGES = 1000
 #: Header names the dead-letter topic adds to a message that could not be decoded.
@@ -93,7 +95,8 @@ class KafkaSource:
     confluent-kafka allows. The settings and their defaults are in ``DEFAULTS``; ``config`` passes
     any librdkafka setting (it may not turn on automatic commits). ``run()`` consumes until
     ``stop()`` (from another thread or a signal handler), then hands over, commits and leaves the
-    group. Raises ValueError for a bad setting.
+    group. Raises ValueError for a bad setting, NetworkFilesystemError for a folder on a network
+    filesystem (unless ``allow_network_fs``); the folder is made if missing.
     """
 
     def __init__(self, folder: PathLike, *, bootstrap_servers: str, topics: Union[str, Sequence[str]], group: str,
@@ -127,10 +130,14 @@ class KafkaSource:
                 raise ValueError(f"{key}={config[key]} is not allowed: the source commits offsets itself, "
                                  f"only after the messages are handed over")
         self.settings = merged
+        _platform.prepare_folder(self.folder, bool(merged["allow_network_fs"]))  # NetworkFilesystemError here
         self.config: Dict[str, Any] = {**CONSUMER_DEFAULTS, **config, **REQUIRED,
                                        "bootstrap.servers": bootstrap_servers, "group.id": group}
         self._stopping = False
-        # The state of one run() (reset there).
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one run(): a supervisor may run a source again after it returned."""
         self._consumer: Any = None
         self._producer: Any = None
         self._enqueuer: Optional[Enqueuer] = None
@@ -161,8 +168,14 @@ class KafkaSource:
         NetworkFilesystemError for a folder on a network filesystem.
         """
         ck = import_confluent_kafka()
-        enqueuer = Enqueuer(self.folder, batch_size=self.settings["batch_size"],
-                            max_batch_delay=self.settings["commit_interval"], durable=self.settings["durable"],
+        self._reset()
+        # The source hands over itself (every batch_size messages or commit_interval seconds), and
+        # commits right after: the Enqueuer never rolls on size, its timer only after _BACKSTOP
+        # seconds (a hand-over long before its commit would widen what a kill delivers twice),
+        # and a put never waits for room, since polling must go on.
+        enqueuer = Enqueuer(self.folder, batch_size=_NEVER,
+                            max_batch_delay=max(_BACKSTOP, 2 * self.settings["commit_interval"]),
+                            max_ready_files=self.settings["max_ready_files"], durable=self.settings["durable"],
                             allow_network_fs=self.settings["allow_network_fs"])
         self._enqueuer = enqueuer
         consumer = ck.Consumer(self.config, logger=_client_log)
@@ -391,8 +404,10 @@ class KafkaSource:
     def _on_assign(self, consumer: Any, partitions: List[Any]) -> None:
         self._assigned.update((p.topic, p.partition) for p in partitions)
         log.info("kafka-source: assigned %s", _names(partitions))
-        if self._paused and partitions:
-            consumer.pause(partitions)
+        if self._paused:
+            # New partitions start unpaused, and they are not assigned until this returns: the next
+            # look at the backlog (within 0.1 s) pauses the whole assignment again.
+            self._paused = False
 
     def _on_revoke(self, consumer: Any, partitions: List[Any]) -> None:
         # Before the partitions go: hand over what this source holds and commit it, so that the
@@ -427,9 +442,10 @@ class KafkaSource:
             self._committed.pop(tp, None)
 
     def _backlog_full(self) -> bool:
-        limit_files, limit_items = self.settings["max_ready_files"], self.settings["max_ready_items"]
-        if limit_files is not None and _folder.count_ready(self.folder) >= limit_files:
+        assert self._enqueuer is not None
+        if not self._enqueuer.active:  # max_ready_files ready_ batches wait
             return True
+        limit_items = self.settings["max_ready_items"]
         if limit_items is not None:
             from ..monitor import snapshot
 

@@ -58,9 +58,12 @@ def test_a_source_killed_again_and_again_loses_nothing(kafka, folder):
     kills = 0
     while kills < 4:
         with SourceProcess(folder, kafka.bootstrap, [topic], name, *FAST_GROUP) as source:
-            # A random moment while messages flow in, not while the process starts.
-            wait_for(lambda: [s for s in read_statuses(folder) if s["pid"] == source.pid and s["messages_in"]], 60,
-                     "the source to take messages")
+            # A random moment while messages flow in, not while the process starts. Once the trickle
+            # has ended (each kill costs a session timeout), a source may find nothing left to take:
+            # then holding its partitions is running.
+            wait_for(lambda: [s for s in read_statuses(folder) if s["pid"] == source.pid and (
+                s["messages_in"] or (not producer.is_alive() and s["partitions"]))], 60,
+                "the source to take messages")
             time.sleep(rng.uniform(0.0, 1.5))
             source.kill()
         kills += 1

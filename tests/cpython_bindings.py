@@ -105,6 +105,13 @@ def _bind(base: type, namespace: dict, name: str, mixins: tuple = ()) -> None:
     namespace[name] = bound
 
 
+def bound_queue_tests() -> type:
+    """The class of multiprocessing's queue tests bound to turbo_queue, as install() binds it."""
+    namespace = {"__name__": __name__}
+    _bind(mp_tests._TestQueue, namespace, "WithTurboTestQueue", (TurboProcessesMixin,))
+    return namespace["WithTurboTestQueue"]
+
+
 def install(namespace: dict, start_method: str) -> None:
     """Put the bound test classes and a start-method module setup into ``namespace``."""
     if start_method not in multiprocessing.get_all_start_methods():

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import queue
 import re
-import select
 import signal
 import subprocess
 import sys
-import textwrap
-from typing import Dict, Iterator, List, Optional
+from typing import List, Optional
 
 import pytest
 
 import turbo_queue
-from turbo_queue import Dequeuer, Enqueuer
+from turbo_queue import Enqueuer
 
-try:
-    from .conftest import listing
-except ImportError:  # tests/ is not a package
-    from conftest import listing
+from tests.support import drain, listing, snapshot
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "turbo-queue")
 
@@ -60,84 +53,6 @@ def words(text: str) -> str:
     return " ".join(text.split())
 
 
-def batches(folder: str, state: str) -> List[str]:
-    return [name for name in listing(folder)[state] if name.endswith(".db")]
-
-
-def snapshot(folder: str) -> Dict[str, str]:
-    """Every file of the folder with a hash of its bytes."""
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            out[name] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
-def drain(folder: str) -> List[object]:
-    """Everything the queue holds now, with a Dequeuer of this process."""
-    out: List[object] = []
-    with Dequeuer(folder) as dequeuer:
-        while True:
-            try:
-                out += dequeuer.get_many(1000, timeout=0.5)
-            except queue.Empty:
-                return out
-
-
-class Child:
-    """A helper program holding a queue file; it prints one line when ready, then waits on stdin."""
-
-    def __init__(self, code: str, folder: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), folder], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait_ready(self) -> str:
-        """The one line the child prints when it holds its file (it prints nothing before)."""
-        assert self.proc.stdout is not None
-        readable, _, _ = select.select([self.proc.stdout], [], [], DEADLINE)
-        assert readable, f"the child printed nothing within {DEADLINE} s"
-        line = self.proc.stdout.readline()
-        if not line:  # EOF: it died
-            code = self.proc.wait(timeout=DEADLINE)
-            raise AssertionError(f"child exited {code}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
-        return line.strip()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=DEADLINE)
-
-    def finish(self) -> int:
-        """Let it go on: close its stdin, wait for its exit code."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        code = self.proc.wait(timeout=DEADLINE)
-        return code
-
-    def close(self) -> None:
-        self.kill()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None and not stream.closed:
-                try:
-                    stream.close()
-                except BrokenPipeError:
-                    pass
-
-
-@pytest.fixture
-def children() -> Iterator:
-    started: List[Child] = []
-
-    def start(code: str, folder: str) -> Child:
-        child = Child(code, folder)
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        child.close()
-
-
 # A consumer that claims a batch of 10 items, takes one, and is then killed: its chosen_ file
 # is an orphan (no process holds its lock) with all 10 items unacknowledged.
 DEAD_CONSUMER = """
@@ -164,9 +79,9 @@ LIVE_PRODUCER = """
 def orphaned(folder: str, children) -> str:
     """The queue folder with one orphaned chosen_ batch (its consumer was killed); its name."""
     consumer = children(DEAD_CONSUMER, folder)
-    assert consumer.wait_ready() == "took 0"
+    assert consumer.line() == "took 0"
     consumer.kill()
-    (name,) = batches(folder, "chosen")
+    (name,) = listing(folder)["chosen"]
     assert os.listdir(folder) == [name]
     return name
 
@@ -271,14 +186,14 @@ def test_recover_with_nothing_to_do(cli, folder) -> None:
 def test_recover_relative_folder(cli, folder, orphaned) -> None:
     result = run(cli, "recover", os.path.basename(folder), cwd=os.path.dirname(folder))
     assert result.returncode == 0, result.stderr
-    assert batches(folder, "ready") == [orphaned.replace("chosen_", "ready_", 1)]
+    assert listing(folder)["ready"] == [orphaned.replace("chosen_", "ready_", 1)]
     assert result.stdout.splitlines()[-1].startswith(f"{folder}: 1 re-queued")  # the full path in the report
 
 
 def test_recover_dry_run_changes_nothing(cli, folder, orphaned, children) -> None:
     producer = children(LIVE_PRODUCER, folder)
-    assert producer.wait_ready() == "put"
-    (live,) = batches(folder, "loading")
+    assert producer.line() == "put"
+    (live,) = listing(folder)["loading"]
     before = snapshot(folder)
     stat_before = {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in before}
 
@@ -304,12 +219,12 @@ def test_recover_json(cli, folder, orphaned, children) -> None:
     # Besides the orphaned chosen_: a producer killed with a partial batch (its loading_ file
     # holds an uncommitted transaction: empty once rolled back) and a live producer.
     dead = children(LIVE_PRODUCER, folder)
-    assert dead.wait_ready() == "put"
-    (dead_file,) = batches(folder, "loading")
+    assert dead.line() == "put"
+    (dead_file,) = listing(folder)["loading"]
     dead.kill()
     live = children(LIVE_PRODUCER, folder)
-    assert live.wait_ready() == "put"
-    (live_file,) = [name for name in batches(folder, "loading") if name != dead_file]
+    assert live.line() == "put"
+    (live_file,) = [name for name in listing(folder)["loading"] if name != dead_file]
 
     result = run(cli, "recover", "--json", folder)
 
@@ -320,8 +235,8 @@ def test_recover_json(cli, folder, orphaned, children) -> None:
         "folder": folder, "dry_run": False, "requeued": [orphaned], "converted": [], "removed": [dead_file],
         "quarantined": [], "live": [live_file], "refused": [],
     }
-    assert batches(folder, "ready") == [orphaned.replace("chosen_", "ready_", 1)]
-    assert batches(folder, "loading") == [live_file]
+    assert listing(folder)["ready"] == [orphaned.replace("chosen_", "ready_", 1)]
+    assert listing(folder)["loading"] == [live_file]
     assert live.finish() == 0
 
 

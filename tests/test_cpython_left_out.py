@@ -10,8 +10,7 @@ import pytest
 
 import turbo_queue
 
-from .cpython_bindings import LEFT_OUT, TurboProcessesMixin, mp_tests, queue_tests
-from .test_cpython_fork import WithTurboTestQueue
+from .cpython_bindings import LEFT_OUT, TurboProcessesMixin, bound_queue_tests, mp_tests, queue_tests
 
 
 @pytest.mark.parametrize("cls_name,test_name", sorted(LEFT_OUT))
@@ -22,6 +21,7 @@ def test_a_left_out_test_exists_upstream_and_says_why(cls_name, test_name):
 
 
 def test_the_bound_suites_run_against_turbo_queue():
+    WithTurboTestQueue = bound_queue_tests()
     assert WithTurboTestQueue.Queue is turbo_queue.Queue
     assert WithTurboTestQueue.JoinableQueue is turbo_queue.JoinableQueue
     assert WithTurboTestQueue.test_queue_feeder_on_queue_feeder_error is None

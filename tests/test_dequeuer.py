@@ -9,14 +9,13 @@ import pickle
 import queue
 import sqlite3
 import threading
-import time
 
 import pytest
 
 from turbo_queue import Dequeuer, Enqueuer, _folder
 from turbo_queue._platform import is_locked
 
-from .conftest import listing, run_python
+from tests.support import listing, run_python, wait_for
 
 
 def put_batches(folder, *batches, codec="pickle"):
@@ -110,10 +109,7 @@ def test_a_waiting_consumer_looks_again_when_a_held_ready_file_is_let_go(folder)
         thread = threading.Thread(target=lambda: got.append(dequeuer.get(timeout=60)), daemon=True)
         try:
             thread.start()
-            deadline = time.monotonic() + 30
-            while not dequeuer._held_wait and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert dequeuer._held_wait, "the consumer never found the file held"
+            wait_for(lambda: dequeuer._held_wait, "the consumer to find the file held", interval=0.01)
             assert got == [] and listing(folder)["ready"] == [ready]
         finally:
             os.close(fd)  # let go, without a rename

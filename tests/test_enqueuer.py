@@ -15,7 +15,7 @@ import pytest
 from turbo_queue import Dequeuer, Enqueuer
 from turbo_queue._platform import is_locked
 
-from .conftest import listing, run_python
+from tests.support import drain, listing, run_python, wait_for
 
 START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
 
@@ -28,24 +28,6 @@ def items_in(path: str) -> int:
         conn.close()
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
-def drain(folder: str, expected: int, timeout: float = 10.0) -> list:
-    out = []
-    with Dequeuer(folder) as dequeuer:
-        while len(out) < expected:
-            out.extend(dequeuer.get_many(expected - len(out), timeout=timeout))
-        with pytest.raises(queue.Empty):
-            dequeuer.get(timeout=0.05)
-    return out
-
-
 def test_a_batch_rolls_when_it_holds_batch_size_items(folder):
     with Enqueuer(folder, batch_size=10, chunk_size=3, max_batch_delay=60) as enqueuer:
         for i in range(25):
@@ -53,7 +35,7 @@ def test_a_batch_rolls_when_it_holds_batch_size_items(folder):
         files = listing(folder)
         assert len(files["ready"]) == 2 and len(files["loading"]) == 1
         assert [items_in(os.path.join(folder, f)) for f in files["ready"]] == [10, 10]
-    assert drain(folder, 25) == list(range(25))
+    assert drain(folder) == list(range(25))
 
 
 def test_put_many_rolls_on_size_too_and_keeps_order_with_single_puts(folder):
@@ -62,18 +44,18 @@ def test_put_many_rolls_on_size_too_and_keeps_order_with_single_puts(folder):
         enqueuer.put_many(range(250))
         enqueuer.put("last")
         assert len(listing(folder)["ready"]) == 2
-    assert drain(folder, 252) == ["first", *range(250), "last"]
+    assert drain(folder) == ["first", *range(250), "last"]
 
 
 def test_the_timer_rolls_a_batch_when_no_more_items_come(folder):
     with Enqueuer(folder, max_batch_delay=0.05) as enqueuer:
         enqueuer.put("lonely")
         assert listing(folder)["ready"] == []
-        wait_until(lambda: listing(folder)["ready"], what="the timer to roll the batch")
+        wait_for(lambda: listing(folder)["ready"], "the timer to roll the batch")
         assert listing(folder)["loading"] == []
         enqueuer.put("second")  # the timer keeps working for the next batch
-        wait_until(lambda: len(listing(folder)["ready"]) == 2, what="the second roll")
-    assert drain(folder, 2) == ["lonely", "second"]
+        wait_for(lambda: len(listing(folder)["ready"]) == 2, "the second roll")
+    assert drain(folder) == ["lonely", "second"]
 
 
 def test_while_batches_wait_the_timer_lets_a_batch_fill_for_up_to_ten_delays(folder):
@@ -91,8 +73,8 @@ def test_while_batches_wait_the_timer_lets_a_batch_fill_for_up_to_ten_delays(fol
         enqueuer.put("again")
         enqueuer.flush()
         enqueuer.put("patience ends")  # nobody takes the batch that waits: the timer still rolls
-        wait_until(lambda: enqueuer.pending == 0, timeout=20, what="the roll after ten delays")
-    assert drain(folder, 3) == ["alone", "again", "patience ends"]
+        wait_for(lambda: enqueuer.pending == 0, "the roll after ten delays")
+    assert drain(folder) == ["alone", "again", "patience ends"]
 
 
 def test_loading_file_is_locked_by_its_producer_until_it_rolls(folder):
@@ -122,7 +104,7 @@ def test_flush_and_close_hand_over_the_partial_batch(folder):
         enqueuer.put("c")
     with pytest.raises(ValueError, match="is closed"):
         enqueuer.put_many(["c"])
-    assert drain(folder, 2) == ["a", "b"]
+    assert drain(folder) == ["a", "b"]
 
 
 def test_a_program_that_exits_without_close_flushes_its_batch(folder):
@@ -136,7 +118,7 @@ def test_a_program_that_exits_without_close_flushes_its_batch(folder):
         folder,
     )
     assert listing(folder)["loading"] == []
-    assert drain(folder, 6) == [0, 1, 2, 3, 4, "end"]
+    assert drain(folder) == [0, 1, 2, 3, 4, "end"]
 
 
 def _child_puts(enqueuer, items):
@@ -165,7 +147,7 @@ def test_a_multiprocessing_child_flushes_at_normal_exit(folder, method):
             assert p.exitcode == 0
     finally:
         inherited.close()
-    assert sorted(drain(folder, 3)) == ["c1", "p1", "p2"]
+    assert sorted(drain(folder)) == ["c1", "p1", "p2"]
 
 
 def test_a_forked_child_never_flushes_its_parents_items_again(folder):
@@ -177,7 +159,7 @@ def test_a_forked_child_never_flushes_its_parents_items_again(folder):
         child.join(60)
         assert child.exitcode == 0
         enqueuer.put("parent4")
-    assert sorted(drain(folder, 5)) == ["child", "parent1", "parent2", "parent3", "parent4"]
+    assert sorted(drain(folder)) == ["child", "parent1", "parent2", "parent3", "parent4"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -198,7 +180,7 @@ def test_os_fork_without_multiprocessing(folder):
         """,
         folder,
     )
-    assert sorted(drain(folder, 3)) == ["after fork", "before fork", "from child"]
+    assert sorted(drain(folder)) == ["after fork", "before fork", "from child"]
 
 
 def test_backpressure_waits_raises_full_and_reports_active(folder):
@@ -227,7 +209,7 @@ def test_backpressure_waits_raises_full_and_reports_active(folder):
         enqueuer.put(3)  # blocks until the consumer took a batch
         thread.join()
         assert got == [1]
-    assert drain(folder, 2) == [2, 3]
+    assert drain(folder) == [2, 3]
 
 
 @pytest.mark.parametrize(
@@ -252,7 +234,7 @@ def test_the_folder_is_created_when_missing(tmp_path):
     path = tmp_path / "a" / "b"
     with Enqueuer(path) as enqueuer:
         enqueuer.put(1)
-    assert path.is_dir() and drain(str(path), 1) == [1]
+    assert path.is_dir() and drain(str(path)) == [1]
 
 
 def test_a_pickled_enqueuer_carries_its_folder_and_settings_only(folder):
@@ -264,10 +246,10 @@ def test_a_pickled_enqueuer_carries_its_folder_and_settings_only(folder):
             copy.put("copy")
         finally:
             copy.close()
-    assert sorted(drain(folder, 2)) == ["copy", "unflushed"]
+    assert sorted(drain(folder)) == ["copy", "unflushed"]
 
 
 def test_durable_batches_round_trip(folder):
     with Enqueuer(folder, durable=True, batch_size=3) as enqueuer:
         enqueuer.put_many(range(10))
-    assert drain(folder, 10) == list(range(10))
+    assert drain(folder) == list(range(10))

@@ -4,7 +4,7 @@ Each ``test_scenario_*`` runs the quick profile of one chaos scenario (the same 
 ``python tools/chaos.py`` runs for long) and fails with the scenario's own findings: items lost,
 duplicated beyond the documented bound or never put, files that fail ``PRAGMA integrity_check``,
 violations the inotify witness saw (a ready_ file beside a journal, a batch with two names).
-The seed is printed; ``TURBO_QUEUE_CHAOS_SEED=<seed>`` replays a run.
+The seed is printed; ``TURBO_QUEUE_SEED=<seed>`` replays a run.
 
 Some scenarios need strace, a tmpfs mount (root) or setpriv. Outside CI a missing one skips the
 test, saying how to get it; in CI (``CI=true``) it fails, so that a fault test never silently
@@ -18,20 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sqlite3
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 from turbo_queue import BatchWriteError, Dequeuer, Enqueuer, recover
 from turbo_queue import _folder
 
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-sys.path.insert(0, TOOLS)
-import chaos  # noqa: E402
+from tests.support import drain, listing, run_python, wait_for
+from tools import faults
+from tools.faults.disk import Tmpfs, fill_disk
+from tools.faults.files import without_dac_override
+from tools.faults.folder import integrity, raw_meta, set_meta, write_batch
 
 IN_CI = os.environ.get("CI") == "true"
 DEADLINE = 60.0
@@ -44,19 +42,12 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def seed() -> int:
-    value = int(os.environ.get("TURBO_QUEUE_CHAOS_SEED") or random.randrange(2**32))
-    print(f"TURBO_QUEUE_CHAOS_SEED={value}")
-    return value
-
-
-@pytest.mark.parametrize("name", list(chaos.SCENARIOS))
+@pytest.mark.parametrize("name", list(faults.SCENARIOS))
 def test_scenario(name, tmp_path, seed):
-    result = chaos.run_scenario(name, profile="quick", seed=seed, root=str(tmp_path))
+    result = faults.run_scenario(name, profile="quick", seed=seed, root=str(tmp_path))
     if result.unavailable:
         unavailable(result.unavailable)
-    print(chaos.table([result]))
+    print(faults.table([result]))
     for note in result.notes:
         print("-", note)
     assert result.runs > 0, "the scenario ran nothing"
@@ -69,27 +60,15 @@ def test_scenario(name, tmp_path, seed):
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def run_python(code: str, *args: str, prefix=(), check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*prefix, sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
-                            text=True, timeout=DEADLINE)
-    if check and result.returncode != 0:
-        raise AssertionError(f"child exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 @pytest.fixture
 def tmpfs(tmp_path):
     """A 1 MB tmpfs (needs root), unmounted afterwards."""
     try:
-        mount = chaos.Tmpfs(str(tmp_path), 1_000_000)
-    except chaos.Unavailable as exc:
+        mount = Tmpfs(str(tmp_path), 1_000_000)
+    except faults.Unavailable as exc:
         unavailable(str(exc))
     with mount:
         yield mount.path
-
-
-def deliver_all(folder: str) -> list:
-    return chaos.drain(folder)
 
 
 # -- disk full --------------------------------------------------------------------------------------
@@ -99,21 +78,21 @@ def test_a_roll_by_the_timer_that_fails_raises_at_the_next_call_and_the_queue_re
     folder = os.path.join(tmpfs, "q")
     producer = Enqueuer(folder, max_batch_delay=0.01, chunk_size=1000)
     try:
-        filler = chaos.fill_disk(tmpfs)
+        filler = fill_disk(tmpfs)
         producer.put({"id": 0, "pad": "p" * 2000})  # the timer rolls it, and the commit finds no space
-        chaos.wait_for(lambda: producer.pending == 0, "the timer's roll")
+        wait_for(lambda: producer.pending == 0, "the timer's roll")
         with pytest.raises(BatchWriteError) as raised:
             producer.put({"id": 1})
         assert isinstance(raised.value, OSError) and raised.value.items == 1
         assert "its 1 items were not handed over" in str(raised.value) and folder in str(raised.value)
-        assert chaos.groups(folder)["ready"] == [] or all(
-            chaos.integrity(os.path.join(folder, n)) == ["ok"] for n in chaos.groups(folder)["ready"])
-        leftovers = {k: v for k, v in chaos.groups(folder).items() if k in ("loading", "creating", "journal") and v}
+        assert listing(folder)["ready"] == [] or all(
+            integrity(os.path.join(folder, n)) == ["ok"] for n in listing(folder)["ready"])
+        leftovers = {k: v for k, v in listing(folder).items() if k in ("loading", "creating", "journal") and v}
         assert not leftovers, f"a failed batch left {leftovers} behind"
         os.unlink(filler)
         producer.put({"id": "after"})
         producer.flush()
-        assert {"id": "after"} in deliver_all(folder)
+        assert {"id": "after"} in drain(folder)
     finally:
         producer.close()
 
@@ -122,14 +101,14 @@ def test_a_consumer_on_a_full_disk_hands_back_and_goes_on(tmpfs, caplog):
     folder = os.path.join(tmpfs, "q")
     with Enqueuer(folder, chunk_size=10) as producer:
         producer.put_many([{"id": i} for i in range(300)])
-    filler = chaos.fill_disk(tmpfs)
+    filler = fill_disk(tmpfs)
     consumer = Dequeuer(folder, ack_every=5, recover_every=3600)
     got = [consumer.get(timeout=10)["id"] for _ in range(50)]  # positions cannot be recorded: no space
     consumer.close()  # the hand-back must not raise, and must not keep the batch
-    (name,) = chaos.groups(folder)["ready"]
+    (name,) = listing(folder)["ready"]
     assert "cannot record the acknowledged position" in caplog.text
-    assert chaos.groups(folder)["chosen"] == []
-    got += [item["id"] for item in deliver_all(folder)]  # still on the full disk
+    assert listing(folder)["chosen"] == []
+    got += [item["id"] for item in drain(folder)]  # still on the full disk
     assert set(got) == set(range(300)), "nothing may be lost"
     assert len(got) <= 300 + 50, "only what the first consumer got may come twice"
     os.unlink(filler)
@@ -157,27 +136,27 @@ def test_a_forked_child_that_exits_does_not_roll_back_the_parents_batch(folder):
         """,
         folder,
     )
-    assert sorted(item["id"] for item in deliver_all(folder)) == list(range(250))
+    assert sorted(item["id"] for item in drain(folder)) == list(range(250))
 
 
 # -- damaged files ----------------------------------------------------------------------------------
 
 
 def test_a_damaged_count_never_deletes_unread_items(folder):
-    name = chaos.write_batch(folder, list(range(300)), _folder.READY)
-    chaos.set_meta(os.path.join(folder, name), "count", 120)  # the file says 120, its chunks hold 300
-    assert deliver_all(folder) == []
-    assert chaos.groups(folder)["bad"] == [name.replace("ready_", "bad_")]
+    name = write_batch(folder, list(range(300)), _folder.READY)
+    set_meta(os.path.join(folder, name), "count", 120)  # the file says 120, its chunks hold 300
+    assert drain(folder) == []
+    assert listing(folder)["bad"] == [name.replace("ready_", "bad_")]
 
 
 def test_a_malformed_chunk_row_is_quarantined_not_raised(folder):
-    name = chaos.write_batch(folder, list(range(300)), _folder.READY)
+    name = write_batch(folder, list(range(300)), _folder.READY)
     conn = sqlite3.connect(os.path.join(folder, name), isolation_level=None)
     conn.execute("UPDATE items SET n = 'x' WHERE first = 100")  # what a damaged page can read back as
     conn.close()
-    got = deliver_all(folder)
+    got = drain(folder)
     assert [item["id"] for item in got] == list(range(100))
-    assert chaos.groups(folder)["bad"] == [name.replace("ready_", "bad_")]
+    assert listing(folder)["bad"] == [name.replace("ready_", "bad_")]
 
 
 def test_a_journal_that_sqlite_ignores_does_not_keep_a_batch_from_recovery(folder):
@@ -185,13 +164,13 @@ def test_a_journal_that_sqlite_ignores_does_not_keep_a_batch_from_recovery(folde
     writes the journal's header with zeros first and its magic number only when it syncs the
     journal, before it changes the database. SQLite ignores such a journal and never removes it;
     recovery refused the batch for ever because of it."""
-    name = chaos.write_batch(folder, list(range(500)), _folder.CHOSEN, acked=100)
+    name = write_batch(folder, list(range(500)), _folder.CHOSEN, acked=100)
     with open(os.path.join(folder, name + "-journal"), "wb") as f:
         f.write(bytes(28) + os.urandom(4096))  # a header not yet synced, then page images
     report = recover(folder)
     assert report.requeued == [name], report
     assert os.listdir(folder) == [name.replace("chosen_", "ready_")]
-    assert [item["id"] for item in deliver_all(folder)] == list(range(100, 500))
+    assert [item["id"] for item in drain(folder)] == list(range(100, 500))
 
 
 # -- poison items -----------------------------------------------------------------------------------
@@ -228,16 +207,16 @@ POISON_PRODUCER = """
 
 def test_an_undecodable_chunk_is_set_aside_and_the_rest_of_its_batch_delivered(folder, tmp_path, caplog):
     run_python(POISON_PRODUCER, folder)
-    (batch,) = chaos.groups(folder)["ready"]
+    (batch,) = listing(folder)["ready"]
     with caplog.at_level(logging.ERROR, logger="turbo_queue"):
-        got = [item["id"] for item in deliver_all(folder)]
+        got = [item["id"] for item in drain(folder)]
     assert got == list(range(40)) + list(range(50, 100)), "only the chunk with the poison item is kept back"
-    (bad,) = chaos.groups(folder)["bad"]
-    meta = chaos.raw_meta(os.path.join(folder, bad))
+    (bad,) = listing(folder)["bad"]
+    meta = raw_meta(os.path.join(folder, bad))
     assert (meta["count"], meta["acked"], meta["set_aside_first"]) == (10, 0, 40)
     assert _folder.parse_name(meta["set_aside_from"]).uid == _folder.parse_name(batch).uid
     assert "Can't get attribute 'OnlyHere'" in meta["reason"] and bad in caplog.text
-    assert recover(folder).changed == 0 and deliver_all(folder) == [], "never delivered again"
+    assert recover(folder).changed == 0 and drain(folder) == [], "never delivered again"
     # A person who fixed the consumer renames the bad_ file to ready_: its items are delivered.
     retry = tmp_path / "retry"
     retry.mkdir()
@@ -250,8 +229,8 @@ def test_an_undecodable_chunk_is_set_aside_and_the_rest_of_its_batch_delivered(f
 
 def test_a_folder_this_user_cannot_write_is_refused_at_construction(tmp_path):
     try:
-        prefix = chaos.without_dac_override()
-    except chaos.Unavailable as exc:
+        prefix = without_dac_override()
+    except faults.Unavailable as exc:
         unavailable(str(exc))
     folder = tmp_path / "read-only"
     folder.mkdir()
@@ -279,7 +258,7 @@ def test_files_and_folders_follow_the_umask(tmp_path):
                 producer.put(1)
         finally:
             os.umask(old)
-        (name,) = chaos.groups(str(folder))["ready"]
+        (name,) = listing(str(folder))["ready"]
         assert oct(os.stat(folder).st_mode & 0o777) == oct(0o775 & ~umask)
         assert oct(os.stat(folder / name).st_mode & 0o777) == oct(0o664 & ~umask)
 
@@ -289,16 +268,16 @@ def test_files_and_folders_follow_the_umask(tmp_path):
 
 def test_a_batch_file_of_another_user_that_cannot_be_read_is_left_alone(tmp_path):
     try:
-        prefix = chaos.without_dac_override()
-    except chaos.Unavailable as exc:
+        prefix = without_dac_override()
+    except faults.Unavailable as exc:
         unavailable(str(exc))
     folder = tmp_path / "q"
     folder.mkdir()
     os.chmod(tmp_path, 0o755)
-    names = [chaos.write_batch(str(folder), [-1], state) for state in ("ready", "loading", "chosen")]
+    names = [write_batch(str(folder), [-1], state) for state in ("ready", "loading", "chosen")]
     for name in names:
         os.chmod(folder / name, 0)
-    chaos.write_batch(str(folder), [1, 2, 3], "ready")
+    write_batch(str(folder), [1, 2, 3], "ready")
     result = run_python(
         """
         import json, sys

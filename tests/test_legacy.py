@@ -11,24 +11,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
 import turbo_queue
 
-try:
-    from .conftest import listing, run_python
-except ImportError:  # tests/ is not a package
-    from conftest import listing, run_python
+from tests.support import listing, run_python, until_none, wait_for
 
 # The Quickstart of the turbo-queue 0.5.2 README, character for character (its typo included:
 # ``fast_queue.dequeue(1)``; the test reads it as ``turbo_queue`` and points root_path at a
@@ -80,94 +74,6 @@ DEADLINE = 30.0
 # -- helpers -----------------------------------------------------------------------------------
 
 
-class Child:
-    """A separate Python program talking over lines of stdin/stdout (read by a thread, so a
-    wait for a line has a deadline and never blocks the test forever)."""
-
-    def __init__(self, code: str, *args: str, cwd: Optional[str] = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(code), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-        )
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self._stderr: List[str] = []
-        self.pumps = [threading.Thread(target=self._pump_stdout, daemon=True),
-                      threading.Thread(target=self._pump_stderr, daemon=True)]
-        for pump in self.pumps:
-            pump.start()
-
-    def _pump_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def _pump_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._stderr)
-
-    def expect(self, prefix: str, timeout: float = DEADLINE) -> str:
-        """The next line the child prints; it must start with ``prefix``."""
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"child printed no line within {timeout} s\nstderr:\n{self.stderr}") from None
-        if line is None:
-            self.proc.wait(timeout=DEADLINE)
-            raise AssertionError(f"child exited {self.proc.returncode} before printing {prefix!r}\nstderr:\n{self.stderr}")
-        assert line.startswith(prefix), f"child printed {line!r}, expected {prefix!r}...\nstderr:\n{self.stderr}"
-        return line[len(prefix):].strip()
-
-    def send(self, line: str = "go") -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout: float = DEADLINE) -> int:
-        """Close its stdin and wait for it to exit; its exit code."""
-        assert self.proc.stdin is not None
-        if not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the process dies at once, without flushing or handing anything back."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=DEADLINE)
-
-
-@pytest.fixture
-def children() -> Iterator[Callable[..., Child]]:
-    """Start child programs; any still running at the end of the test is killed (by its pid)."""
-    started: List[Child] = []
-
-    def start(code: str, *args: str, cwd: Optional[str] = None) -> Child:
-        child = Child(code, *args, cwd=cwd)
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        if child.proc.poll() is None:
-            child.kill()
-        if child.proc.stdin is not None and not child.proc.stdin.closed:
-            try:
-                child.proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        for pump in child.pumps:  # they end at the pipes' EOF, now that the child is gone
-            pump.join(timeout=DEADLINE)
-        for stream in (child.proc.stdin, child.proc.stdout, child.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
-
-
 @pytest.fixture
 def legacy(folder: str) -> Iterator[Callable[..., Any]]:
     """Make legacy objects on the test's queue folder (root_path/queue_name), closed at the end."""
@@ -200,7 +106,7 @@ def legacy(kind, *args, **settings):
         setattr(obj, name, value)
     return obj
 
-def drain(dequeue):
+def take_until_none(dequeue):
     gen = dequeue.get()
     out = []
     while (data := next(gen)) is not None:
@@ -221,19 +127,6 @@ def next_item(gen: Iterator[Any], deadline: float = DEADLINE) -> Any:
         if data is not None:
             return data
         assert time.monotonic() < end, f"nothing reached the dequeue within {deadline} s"
-
-
-def drain(gen: Iterator[Any]) -> List[Any]:
-    """Items up to the first None, with the loop the legacy docstring recommends."""
-    out = []
-    while (data := next(gen)) is not None:
-        out.append(data)
-    return out
-
-
-def batches(folder: str, state: str) -> List[str]:
-    """The batch files of ``folder`` in ``state`` (not the SQLite journal beside a loading_ file)."""
-    return [name for name in listing(folder)[state] if name.endswith(".db")]
 
 
 # -- the README's Quickstart, as a separate program -------------------------------------------
@@ -267,7 +160,7 @@ def test_quickstart_items_come_back_as_added(legacy) -> None:
     enqueue.add(data)
     enqueue.add({"data": "add_to_queue"})
     enqueue.flush()
-    assert drain(legacy("dequeue", 1).get()) == [data, {"data": "add_to_queue"}]
+    assert until_none(legacy("dequeue", 1).get()) == [data, {"data": "add_to_queue"}]
 
 
 # -- 0.5.2 bug: the batch timer never ran ------------------------------------------------------
@@ -296,12 +189,9 @@ def test_batch_timer_hands_over_a_lone_item(folder, children, legacy) -> None:
 def test_batch_timer_rolls_the_file_in_process(folder, legacy) -> None:
     enqueue = legacy("enqueue", max_batch_age=1, max_events_per_file=1000)
     enqueue.add(1)
-    deadline = time.monotonic() + DEADLINE
-    while not batches(folder, "ready"):
-        assert time.monotonic() < deadline, f"the partial batch was never rolled: {listing(folder)}"
-        time.sleep(0.01)
-    assert len(batches(folder, "ready")) == 1
-    assert drain(legacy("dequeue").get()) == [1]
+    wait_for(lambda: listing(folder)["ready"], "the roll of the partial batch", interval=0.01)
+    assert len(listing(folder)["ready"]) == 1
+    assert until_none(legacy("dequeue").get()) == [1]
 
 
 # -- 0.5.2 bug: the partial batch was lost when the process ended ------------------------------
@@ -324,8 +214,8 @@ def test_partial_batch_is_flushed_at_exit(folder, legacy, ending, code) -> None:
         {last_line}
     """), folder, check=False)
     assert result.returncode == code, result.stderr
-    assert batches(folder, "loading") == [] and len(batches(folder, "ready")) == 1
-    assert drain(legacy("dequeue").get()) == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert listing(folder)["loading"] == [] and len(listing(folder)["ready"]) == 1
+    assert until_none(legacy("dequeue").get()) == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
@@ -352,8 +242,8 @@ def test_partial_batch_is_flushed_when_a_multiprocessing_child_returns(folder, l
     """))
     result = subprocess.run([sys.executable, str(script), method, folder], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert batches(folder, "loading") == [] and len(batches(folder, "ready")) == 1
-    assert drain(legacy("dequeue").get()) == list(range(150))
+    assert listing(folder)["loading"] == [] and len(listing(folder)["ready"]) == 1
+    assert until_none(legacy("dequeue").get()) == list(range(150))
 
 
 # -- 0.5.2 bug: update_enqueue_active_state() needed setup_logging() ----------------------------
@@ -402,8 +292,8 @@ def test_cleanup_leaves_a_live_enqueues_partial_batch_alone(folder, children, le
     """), folder)
     producer.expect("added")
     before = sorted(os.listdir(folder))  # the loading_ file, and its journal while it is written
-    assert len(batches(folder, "loading")) == 1 and batches(folder, "ready") == [], before
-    loading = os.path.join(folder, batches(folder, "loading")[0])
+    assert len(listing(folder)["loading"]) == 1 and listing(folder)["ready"] == [], before
+    loading = os.path.join(folder, listing(folder)["loading"][0])
     inode = os.stat(loading).st_ino
 
     cleanup(folder)
@@ -415,7 +305,7 @@ def test_cleanup_leaves_a_live_enqueues_partial_batch_alone(folder, children, le
     producer.send()
     producer.expect("done")
     assert producer.finish() == 0
-    assert drain(legacy("dequeue").get()) == list(range(160))
+    assert until_none(legacy("dequeue").get()) == list(range(160))
     assert os.listdir(folder) == []
 
 
@@ -423,7 +313,7 @@ def test_cleanup_leaves_a_live_dequeue_in_the_middle_of_a_batch_alone(folder, ch
     enqueue = legacy("enqueue", max_events_per_file=2500)
     for i in range(2500):  # one batch, larger than what a consumer decodes at once
         enqueue.add(i)
-    assert len(batches(folder, "ready")) == 1
+    assert len(listing(folder)["ready"]) == 1
     consumer = children(child_code("""
         dequeue = legacy("dequeue", 7)
         gen = dequeue.get()
@@ -438,8 +328,8 @@ def test_cleanup_leaves_a_live_dequeue_in_the_middle_of_a_batch_alone(folder, ch
     """), folder)
     assert consumer.expect("took") == "[0, 1]"
     before = sorted(os.listdir(folder))
-    assert len(batches(folder, "chosen")) == 1 and batches(folder, "ready") == [], before
-    chosen = os.path.join(folder, batches(folder, "chosen")[0])
+    assert len(listing(folder)["chosen"]) == 1 and listing(folder)["ready"] == [], before
+    chosen = os.path.join(folder, listing(folder)["chosen"][0])
     inode = os.stat(chosen).st_ino
 
     cleanup(folder)
@@ -467,13 +357,13 @@ def test_cleanup_requeues_what_a_killed_dequeue_held(folder, children, legacy) -
     """), folder)
     assert consumer.expect("took") == "0 1"
     consumer.kill()
-    assert len(batches(folder, "chosen")) == 1
+    assert len(listing(folder)["chosen"]) == 1
 
     cleanup(folder)
 
-    assert batches(folder, "chosen") == [] and len(batches(folder, "ready")) == 1
+    assert listing(folder)["chosen"] == [] and len(listing(folder)["ready"]) == 1
     # Items in the dead consumer's hands were never acknowledged: they come again.
-    assert drain(legacy("dequeue").get()) == list(range(10))
+    assert until_none(legacy("dequeue").get()) == list(range(10))
 
 
 # -- 0.5.2 bug: falsy items ended the get() loop; any JSON value round-trips --------------------
@@ -488,7 +378,7 @@ def test_any_json_value_round_trips(legacy) -> None:
         enqueue.add(value)
     enqueue.flush()
     dequeue = legacy("dequeue")
-    got = drain(dequeue.get())
+    got = until_none(dequeue.get())
     assert got == FALSY_AND_OTHER_VALUES
     assert [type(v) for v in got] == [type(v) for v in FALSY_AND_OTHER_VALUES]  # 0 stays int, False bool
     assert dequeue.total_gets() == len(FALSY_AND_OTHER_VALUES)
@@ -505,7 +395,7 @@ def test_add_none_is_read_as_an_empty_queue(legacy) -> None:
     enqueue.flush()
     dequeue = legacy("dequeue")
     gen = dequeue.get()
-    assert drain(gen) == ["before"]  # stopped at the None item, the queue is not empty
+    assert until_none(gen) == ["before"]  # stopped at the None item, the queue is not empty
     assert dequeue.total_gets() == 2
     assert next(gen) == "after"
     assert next(gen) is None  # now the queue really is empty
@@ -520,7 +410,7 @@ def test_add_refuses_what_json_cannot_hold(legacy) -> None:
         enqueue.add(object())
     enqueue.add("still usable")
     enqueue.flush()
-    assert drain(legacy("dequeue").get()) == ["still usable"]
+    assert until_none(legacy("dequeue").get()) == ["still usable"]
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
@@ -551,7 +441,7 @@ def test_add_big_int_round_trips_as_in_0_5_2(legacy) -> None:
     for value in values:
         enqueue.add(value)  # TypeError: Integer exceeds 64-bit range
     enqueue.flush()
-    assert drain(legacy("dequeue").get()) == values
+    assert until_none(legacy("dequeue").get()) == values
 
 
 # -- get(): None when empty, items again after more are added ----------------------------------
@@ -698,9 +588,9 @@ def test_max_events_per_file_sets_the_batch_size(folder, legacy) -> None:
     enqueue = legacy("enqueue", max_events_per_file=4, max_batch_age=3600)
     for i in range(10):
         enqueue.add(i)
-    assert len(batches(folder, "ready")) == 2  # 4 + 4 handed over, 2 still loading
+    assert len(listing(folder)["ready"]) == 2  # 4 + 4 handed over, 2 still loading
     enqueue.flush()
-    assert len(batches(folder, "ready")) == 3
+    assert len(listing(folder)["ready"]) == 3
 
 
 # -- counters -----------------------------------------------------------------------------------
@@ -719,7 +609,7 @@ def test_total_gets_and_total_batch_count(legacy) -> None:
     assert (dequeue.total_gets(), dequeue.total_batch()) == (1, 1)
     assert [next(gen) for _ in range(4)] == [1, 2, 3, 4]
     assert (dequeue.total_gets(), dequeue.total_batch()) == (5, 2)
-    assert drain(gen) == [5, 6, 7, 8, 9]
+    assert until_none(gen) == [5, 6, 7, 8, 9]
     assert (dequeue.total_gets(), dequeue.total_batch()) == (10, 3)
     assert next(gen) is None  # a None for "empty" is not counted
     assert (dequeue.total_gets(), dequeue.total_batch()) == (10, 3)
@@ -732,7 +622,7 @@ def test_two_dequeues_share_the_items_without_duplicates(folder, children, legac
     enqueue.flush()
     code = child_code("""
         dequeue = legacy("dequeue", int(sys.argv[2]))
-        print("got", json.dumps(drain(dequeue)), flush=True)
+        print("got", json.dumps(take_until_none(dequeue)), flush=True)
     """)
     workers = [children(code, folder, str(n)) for n in (1, 2)]
     got: List[int] = []
@@ -752,4 +642,4 @@ def test_clean_up_is_harmless(legacy) -> None:
     gen = dequeue.get()
     assert next(gen) == 1
     dequeue.clean_up()  # 0.5.2: closes and deletes the batch; now finished batches go on their own
-    assert drain(gen) == [2]
+    assert until_none(gen) == [2]

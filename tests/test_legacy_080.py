@@ -13,6 +13,7 @@ from typing import Any, Iterator, List
 import pytest
 
 import turbo_queue
+from tests.support import until_none
 
 
 @pytest.fixture
@@ -32,13 +33,6 @@ def make(made: List[Any], folder: str, kind: str, *args: Any, **settings: Any) -
         setattr(obj, name, value)
     made.append(obj)
     return obj
-
-
-def until_none(gen: Iterator[Any]) -> List[Any]:
-    out = []
-    while (doc := next(gen)) is not None:
-        out.append(doc)
-    return out
 
 
 def test_load_and_unload_as_0_8_0_documented(folder, made):

@@ -15,7 +15,7 @@ import pytest
 from turbo_queue import MultiTask, TaskGroup
 from turbo_queue.legacy import MultiTask as LegacyMultiTask
 
-from .supervised import running, wait_for
+from .support.supervised import running, wait_for
 
 #: 0.8.0-style code: two groups, property-style settings, start_all() blocks until a signal.
 PROGRAM = textwrap.dedent("""

@@ -5,138 +5,24 @@ test_monitor_cli.py."""
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
-from typing import Callable, List
+from typing import Callable
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer, monitor
+from turbo_queue import Dequeuer, monitor
 from turbo_queue.monitor import reading
 from turbo_queue._shard import ShardReader
 
-from .conftest import listing
+from tests.support import drain, listing, publish, snapshot
+from tests.support.programs import CONSUMER, PRODUCER
 
 DEADLINE = 60.0
-
-# A producer that holds a loading_ file: 100 items written into it, 50 more in memory.
-PRODUCER = """
-    import sys, turbo_queue
-    enqueuer = turbo_queue.Enqueuer(sys.argv[1], max_batch_delay=3600)
-    enqueuer.put_many(list(range(150)))
-    print("holding", flush=True)
-    sys.stdin.readline()
-    enqueuer.close()
-"""
-
-# A consumer that claims the oldest batch and takes 21 items one by one: its position (20) is in
-# the file, since it records it every 10 items when it reads the next chunk.
-CONSUMER = """
-    import sys, turbo_queue
-    dequeuer = turbo_queue.Dequeuer(sys.argv[1], ack_every=10)
-    for _ in range(21):
-        dequeuer.get(timeout=30)
-    print("holding", flush=True)
-    sys.stdin.readline()
-    dequeuer.close()
-"""
-
-
-class Child:
-    """A helper program that prints one line once it holds its file, then waits on stdin."""
-
-    def __init__(self, code: str, folder: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), folder], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
-        if line.strip() != "holding":
-            self.proc.kill()
-            raise AssertionError(f"child failed: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=DEADLINE)
-        self.close_pipes()
-
-    def finish(self) -> int:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        code = self.proc.wait(timeout=DEADLINE)
-        self.close_pipes()
-        return code
-
-    def close_pipes(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
-
-
-@pytest.fixture
-def children():
-    started: List[Child] = []
-
-    def start(code: str, folder: str) -> Child:
-        child = Child(code, folder)
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        if child.proc.poll() is None:
-            child.kill()
-
-
-def publish(folder: str, *sizes: int, codec: str = "pickle", start: int = 0) -> List[str]:
-    """Hand over one batch of each size (items numbered on from ``start``); their ready_ names."""
-    before = set(listing(folder)["ready"])
-    with Enqueuer(folder, max_batch_delay=3600, chunk_size=10, codec=codec) as enqueuer:
-        for size in sizes:
-            enqueuer.put_many(list(range(start, start + size)))
-            enqueuer.flush()
-            start += size
-    return [name for name in listing(folder)["ready"] if name not in before]
-
-
-def drain(folder: str) -> list:
-    out: list = []
-    with Dequeuer(folder) as dequeuer:
-        while True:
-            try:
-                out += dequeuer.get_many(1000, timeout=0.5)
-            except queue.Empty:
-                return out
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def fingerprint(folder: str) -> dict:
-    """Every file with its bytes, inode, mtime and ctime: anything that touched them shows."""
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        info = os.lstat(path)
-        with open(path, "rb") as f:
-            out[name] = (f.read(), info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
-    return out
-
 
 # -- the figures of a folder, against what the test did ----------------------------------------------
 
@@ -145,18 +31,18 @@ def test_snapshot_counts_files_backlog_live_and_orphaned(folder, children):
     # A consumer that dies holding a 5-item batch (killed only once the live consumer below has
     # claimed its batch: a consumer's first claim runs recovery, which would take the orphan back).
     publish(folder, 5)
-    dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder)
+    dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder, ready="holding")
     (orphan_chosen,) = listing(folder)["chosen"]
     # A live consumer holding a 40-item batch, 20 of them acknowledged in the file.
     publish(folder, 40)
-    consumer = children(CONSUMER, folder)
+    consumer = children(CONSUMER, folder, ready="holding")
     live_chosen = [name for name in listing(folder)["chosen"] if name != orphan_chosen]
     dead_consumer.kill()
     # Two ready batches, a live producer and a dead one, a bad_ file and a foreign file.
     waiting = publish(folder, 20, 30)
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     (live_loading,) = listing(folder)["loading"]
-    dead_producer = children(PRODUCER, folder)
+    dead_producer = children(PRODUCER, folder, ready="holding")
     (dead_loading,) = [name for name in listing(folder)["loading"] if name != live_loading]
     dead_producer.kill()
     bad = f"bad_{int(time.time())}_{uuid.uuid4()}.db"
@@ -164,7 +50,7 @@ def test_snapshot_counts_files_backlog_live_and_orphaned(folder, children):
         f.write("kept for a person to look at")
     with open(os.path.join(folder, "notes.txt"), "w") as f:
         f.write("not the protocol's")
-    before = fingerprint(folder)
+    before = snapshot(folder)
 
     figures = monitor.snapshot(folder, names=True)
 
@@ -178,7 +64,7 @@ def test_snapshot_counts_files_backlog_live_and_orphaned(folder, children):
     assert figures.oldest_ready_age == pytest.approx(figures.time - figures.oldest_ready_epoch)
     assert figures.names == sorted(name for name in os.listdir(folder))
     assert figures.handed_over is None and figures.consumed is None  # one look measures no rate
-    assert fingerprint(folder) == before  # read only: nothing renamed, written or touched
+    assert snapshot(folder) == before  # read only: nothing renamed, written or touched
 
     # The processes go on undisturbed, and with recovery every item arrives.
     assert producer.finish() == 0 and consumer.finish() == 0
@@ -256,7 +142,7 @@ def test_read_items_starts_at_the_acknowledged_position_and_decodes_with_the_fil
 
 
 def test_liveness_follows_the_kernel_lock_table(folder, children):
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     (name,) = listing(folder)["loading"]
     found = monitor.holders(folder, [name])
     assert found is not None and found.live == {name: producer.pid} and found.orphaned == []

@@ -22,14 +22,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 from turbo_queue import Enqueuer
 
-from .conftest import listing
-from .test_monitor import CONSUMER, PRODUCER, DEADLINE, children, drain, fingerprint, publish  # noqa: F401
+from tests.support import DEADLINE, drain, listing, publish, snapshot, wait_for
+from tests.support.programs import CONSUMER, PRODUCER
+from tools.faults.permissions import other_user_python
+from tools.faults.processes import Unavailable
 
 CLI = [sys.executable, "-m", "turbo_queue"]
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "turbo-queue")
@@ -38,9 +40,12 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def run(*args: str, timeout: float = DEADLINE, env: Optional[Dict[str, str]] = None,
-        prefix: Optional[List[str]] = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    proc = subprocess.Popen([*(prefix or []), *CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        user: Optional[Tuple[List[str], Dict[str, str]]] = None) -> subprocess.CompletedProcess:
+    """Run the command to its end, with this interpreter or as ``user`` (its interpreter command and
+    environment, from the ``unprivileged`` fixture)."""
+    python, user_env = user or ([sys.executable], {})
+    full_env = {**os.environ, "COLUMNS": "200", **user_env, **(env or {})}
+    proc = subprocess.Popen([*python, *CLI[1:], *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=full_env, start_new_session=True, cwd="/")
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -73,16 +78,16 @@ def busy(folder: str, children) -> dict:
     killed producer's loading_ file, and a bad_ file.
     """
     publish(folder, 5)
-    dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder)
+    dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder, ready="holding")
     (orphan_chosen,) = listing(folder)["chosen"]
     publish(folder, 40)
-    consumer = children(CONSUMER, folder)  # claims the 40 while the other still holds its 5
+    consumer = children(CONSUMER, folder, ready="holding")  # claims the 40 while the other still holds its 5
     (live_chosen,) = [name for name in listing(folder)["chosen"] if name != orphan_chosen]
     dead_consumer.kill()
     ready = publish(folder, 20, 30)
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     (live_loading,) = listing(folder)["loading"]
-    dead_producer = children(PRODUCER, folder)
+    dead_producer = children(PRODUCER, folder, ready="holding")
     (dead_loading,) = [name for name in listing(folder)["loading"] if name != live_loading]
     dead_producer.kill()
     bad = f"bad_{int(time.time())}_{uuid.uuid4()}.db"
@@ -99,9 +104,9 @@ def busy(folder: str, children) -> dict:
 
 
 def test_stats_json_tells_what_the_test_did_and_touches_nothing(folder, busy):
-    before = fingerprint(folder)
+    before = snapshot(folder)
     doc = stats_json(folder)
-    assert fingerprint(folder) == before
+    assert snapshot(folder) == before
     assert doc["schema"] == 1 and doc["sample_seconds"] == 0
     (q,) = doc["queues"]
     assert set(q) == {"queue", "exists", "error", "files", "backlog_items", "uncounted_batches",
@@ -161,10 +166,7 @@ with turbo_queue.Enqueuer(sys.argv[1], max_batch_delay=3600) as e:
         e.put_many(list(range(7))); e.flush(); time.sleep(0.01)
 """, folder])
     try:
-        wait = time.monotonic() + DEADLINE
-        while not listing(folder)["ready"]:
-            assert time.monotonic() < wait
-            time.sleep(0.01)
+        wait_for(lambda: listing(folder)["ready"], "the first batch", interval=0.01)
         result = run("stats", "--json", "--sample", "1.5", folder)
     finally:
         open(stop, "w").close()
@@ -276,14 +278,11 @@ class Exporter:
                 for family in text_string_to_metric_families(body) for s in family.samples}
 
     def wait_for(self, predicate: Callable[[Dict[tuple, float]], bool], what: str) -> Dict[tuple, float]:
-        deadline = time.monotonic() + DEADLINE
-        while True:
+        """The metrics, once ``predicate`` holds for them."""
+        def matching() -> Optional[Dict[tuple, float]]:
             metrics = self.metrics()
-            if predicate(metrics):
-                return metrics
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; last:\n{metrics}")
-            time.sleep(0.02)
+            return metrics if predicate(metrics) else None
+        return wait_for(matching, what, interval=0.02)
 
     def stop(self, sig: int = signal.SIGINT) -> int:
         self.proc.send_signal(sig)
@@ -501,7 +500,7 @@ def test_live_view_follows_a_pipeline_and_ends_on_ctrl_c(tmp_path, terminal, chi
     assert any(line.startswith("  handed over") and "items/s" in line for line in screen)
     term.wait_for(lambda s: all(any(name in line for line in s) for name in names), "the ls -C listing")
 
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     term.wait_for(has(f"1 loading_ file (pid {producer.pid})"), "the live producer")
     producer.kill()  # no event in the folder: the view notices on its clock
     (orphan,) = listing(folder)["loading"]
@@ -585,10 +584,8 @@ def test_live_view_in_tmux_as_a_person_sees_it(folder, tmp_path):
 
     subprocess.run([*tmux, "new-session", "-d", "-x", "120", "-y", "30", "bash", "-c", command], check=True, env=env)
     try:
-        deadline = time.monotonic() + DEADLINE
-        while "backlog    30 items in 2 batches" not in tmux_out("capture-pane", "-p"):
-            assert time.monotonic() < deadline, tmux_out("capture-pane", "-p")
-            time.sleep(0.05)
+        wait_for(lambda: "backlog    30 items in 2 batches" in tmux_out("capture-pane", "-p"),
+                 "the backlog on the screen", interval=0.05)
         shown = tmux_out("capture-pane", "-p").splitlines()
         assert shown[0].startswith("turbo-queue monitor")
         assert folder in shown
@@ -597,17 +594,13 @@ def test_live_view_in_tmux_as_a_person_sees_it(folder, tmp_path):
         assert sum(line.count("ready_") for line in shown) == 2  # the ls -C listing
 
         tmux_out("resize-window", "-x", "70", "-y", "20")
-        while True:
+        def narrow() -> bool:
             shown = tmux_out("capture-pane", "-p").splitlines()
-            if "  files      loading 0   ready 2   chosen 0   bad 0" in shown and all(len(l) < 70 for l in shown):
-                break
-            assert time.monotonic() < deadline, shown
-            time.sleep(0.05)
+            return "  files      loading 0   ready 2   chosen 0   bad 0" in shown and all(len(l) < 70 for l in shown)
+        wait_for(narrow, "the frame redrawn 70 columns wide", interval=0.05)
 
         tmux_out("send-keys", "C-c")
-        while not (status.exists() and status.read_text().strip()):
-            assert time.monotonic() < deadline, tmux_out("capture-pane", "-p")
-            time.sleep(0.05)
+        wait_for(lambda: status.exists() and status.read_text().strip(), "the exit status", interval=0.05)
         assert status.read_text().strip() == "130"
         assert "backlog" not in tmux_out("capture-pane", "-p")  # back on the normal screen
     finally:
@@ -624,7 +617,7 @@ def test_peek_shows_the_next_batch_without_taking_it(folder, codec):
         enqueuer.flush()
         enqueuer.put_many([{"id": i} for i in range(30, 35)])
     (first, _second) = sorted(listing(folder)["ready"], key=lambda n: os.stat(os.path.join(folder, n)).st_ctime_ns)
-    before = fingerprint(folder)
+    before = snapshot(folder)
     result = run("peek", folder, "-n", "3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -636,13 +629,13 @@ def test_peek_shows_the_next_batch_without_taking_it(folder, codec):
     assert doc["items"] == [{"id": i, "user": f"u{i}"} for i in range(10)]
     quiet = run("peek", folder, "-q", "-n", "2")
     assert quiet.stdout.splitlines() == ["{'id': 0, 'user': 'u0'}", "{'id': 1, 'user': 'u1'}"]
-    assert fingerprint(folder) == before
+    assert snapshot(folder) == before
     assert len(drain(folder)) == 35  # nothing was taken
 
 
 def test_peek_at_a_batch_a_consumer_is_reading(folder, children):
     publish(folder, 40)
-    consumer = children(CONSUMER, folder)  # 21 taken, 20 acknowledged in the file
+    consumer = children(CONSUMER, folder, ready="holding")  # 21 taken, 20 acknowledged in the file
     (chosen,) = listing(folder)["chosen"]
     result = run("peek", os.path.join(folder, chosen), "-n", "3")
     assert result.returncode == 0, result.stderr
@@ -654,7 +647,7 @@ def test_peek_at_a_batch_a_consumer_is_reading(folder, children):
 def test_peek_refusals(folder, tmp_path, children):
     empty = run("peek", folder)
     assert empty.returncode == 0 and "no ready_ batch waits" in empty.stdout
-    producer = children(PRODUCER, folder)
+    producer = children(PRODUCER, folder, ready="holding")
     (loading,) = listing(folder)["loading"]
     refused = run("peek", os.path.join(folder, loading))
     assert refused.returncode == 1 and "is being filled by its producer" in refused.stderr
@@ -678,21 +671,6 @@ def test_peek_refusals(folder, tmp_path, children):
 
 
 @pytest.fixture
-def unprivileged() -> List[str]:
-    """A prefix that runs a command as a user without root's power to read anything."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: no way to meet a permission error")
-    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import turbo_queue.monitor"], capture_output=True, cwd="/")
-    if probe.returncode != 0:
-        pytest.skip(f"user nobody cannot run this checkout's Python: {probe.stderr.decode()[-200:]}")
-    return prefix
-
-
-@pytest.fixture
 def shared_tmp() -> Iterator[str]:
     """A folder that other users may enter (the test's own tmp_path is private to root)."""
     path = tempfile.mkdtemp(prefix="turbo_queue-perm-")
@@ -701,24 +679,37 @@ def shared_tmp() -> Iterator[str]:
     shutil.rmtree(path)
 
 
+@pytest.fixture
+def unprivileged(shared_tmp: str) -> Tuple[List[str], Dict[str, str]]:
+    """(interpreter command, environment) of a user without root's power to read anything: user
+    nobody when root, with a copy of turbo_queue it may read wherever this checkout is."""
+    if os.geteuid() != 0:
+        return [sys.executable], {}
+    try:
+        python, env = other_user_python(shared_tmp)
+    except Unavailable as exc:
+        pytest.skip(f"running as root, and no way to meet a permission error: {exc}")
+    return [shutil.which("setpriv") or "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *python], env
+
+
 def test_permission_errors(unprivileged, shared_tmp):
     private = os.path.join(shared_tmp, "private")
     os.mkdir(private, 0o700)
     publish(private, 3)
-    result = run("stats", private, prefix=unprivileged)
+    result = run("stats", private, user=unprivileged)
     assert result.returncode == 3
     assert result.stderr.strip().startswith(f"turbo-queue stats: {private}: permission denied")
-    assert run("monitor", "--once", private, prefix=unprivileged).returncode == 3
-    assert "permission denied" in run("peek", private, prefix=unprivileged).stderr
+    assert run("monitor", "--once", private, user=unprivileged).returncode == 3
+    assert "permission denied" in run("peek", private, user=unprivileged).stderr
 
     readable = os.path.join(shared_tmp, "readable")
     os.mkdir(readable, 0o755)
     (name,) = publish(readable, 4)
     os.chmod(os.path.join(readable, name), 0o600)
-    peek = run("peek", os.path.join(readable, name), prefix=unprivileged)
+    peek = run("peek", os.path.join(readable, name), user=unprivileged)
     assert peek.returncode == 3
     assert peek.stderr.strip() == f"turbo-queue peek: {os.path.join(readable, name)}: permission denied"
-    doc = run("stats", "--json", readable, prefix=unprivileged)
+    doc = run("stats", "--json", readable, user=unprivileged)
     assert doc.returncode == 0
     (q,) = json.loads(doc.stdout)["queues"]
     assert q["files"]["ready"] == 1 and q["uncounted_batches"] == 1 and q["backlog_items"] == 0

@@ -16,7 +16,7 @@ from turbo_queue._platform import (
     refuse_network_filesystem,
 )
 
-from .conftest import run_python
+from tests.support import run_python
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

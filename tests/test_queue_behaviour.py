@@ -17,7 +17,7 @@ import pytest
 
 import turbo_queue
 
-from .conftest import run_python
+from tests.support import run_python
 
 METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
 

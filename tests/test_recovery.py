@@ -7,29 +7,21 @@ whose lock is dropped, and real child processes killed with SIGKILL in the middl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import queue
 import sqlite3
 import subprocess
-import sys
-import tempfile
-import textwrap
-import threading
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 import pytest
 
 from turbo_queue import Enqueuer, RecoveryReport, recover
 from turbo_queue import _folder, _shard
 from turbo_queue._codecs import get_codec
-from turbo_queue.monitor import read_items
 
-import chaos  # tools/chaos.py (tests/conftest.py puts tools/ on sys.path)
-
-from .conftest import run_python
+from tests.support import digest, drain, listing, read_batch, run_python, snapshot
+from tools.faults.folder import JOURNAL_SUFFIXES, batch_name, integrity, set_meta, write_items
 
 PICKLE = get_codec("pickle")
 CHILD_TIMEOUT = 60.0
@@ -48,108 +40,13 @@ def renamed(filename: str, state: str) -> str:
     return parsed.as_state(state).filename
 
 
-def digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def snapshot(folder: str) -> Dict[str, Tuple]:
-    """Everything observable about the folder's entries: kind, inode, bytes, mtime, target."""
-    state: Dict[str, Tuple] = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        info = os.lstat(path)
-        if os.path.islink(path):
-            state[name] = ("link", os.readlink(path))
-        elif os.path.isdir(path):
-            state[name] = ("dir", info.st_ino, sorted(os.listdir(path)))
-        elif os.path.isfile(path):
-            state[name] = ("file", info.st_ino, info.st_size, info.st_mtime_ns, digest(path))
-        else:
-            state[name] = ("other", info.st_ino, info.st_mode)
-    return state
-
-
 def journals(folder: str) -> List[str]:
-    return [n for n in os.listdir(folder) if n.endswith(chaos.JOURNAL_SUFFIXES)]
+    return [n for n in os.listdir(folder) if n.endswith(JOURNAL_SUFFIXES)]
 
 
 def assert_report(report: RecoveryReport, **expected: List[str]) -> None:
     for key in ("requeued", "removed", "quarantined", "live", "refused"):
         assert sorted(getattr(report, key)) == sorted(expected.get(key, [])), (key, report)
-
-
-class Child:
-    """A separate Python program that prints lines we wait for, and blocks on stdin until told."""
-
-    def __init__(self, code: str, *args: str) -> None:
-        self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(code), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-        )
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
-
-    def expect(self, prefix: str, timeout: float = CHILD_TIMEOUT) -> str:
-        """The next line, which must start with ``prefix`` (waits for it, up to ``timeout``)."""
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"child said nothing within {timeout}s\nstderr:\n{self.stderr()}") from None
-        if line is None:
-            self.proc.wait(timeout)
-            raise AssertionError(f"child exited {self.proc.returncode} early\nstderr:\n{self.stderr()}")
-        assert line.startswith(prefix), (line, self.stderr())
-        return line[len(prefix):].strip()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(CHILD_TIMEOUT)
-        assert self.proc.returncode == -9
-
-    def finish(self) -> None:
-        """Let the child go on past its stdin.read() and exit normally."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(CHILD_TIMEOUT)
-        assert self.proc.returncode == 0, self.stderr()
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(CHILD_TIMEOUT)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
-        self._stderr.close()
-
-
-@pytest.fixture
-def children():
-    started: List[Child] = []
-
-    def start(code: str, *args: str) -> Child:
-        child = Child(code, *args)
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        child.cleanup()
 
 
 HOLD_FLOCK = """
@@ -175,7 +72,7 @@ def test_orphaned_loading_file_with_committed_items_is_requeued_and_delivered(fo
     writer.finish()
     name = batch.name.filename
     batch.release()  # the producer "dies" after its commit, before the rename to ready_
-    assert chaos.groups(folder)["loading"] == [name]
+    assert listing(folder)["loading"] == [name]
 
     report = recover(folder, durable=durable)
 
@@ -183,25 +80,25 @@ def test_orphaned_loading_file_with_committed_items_is_requeued_and_delivered(fo
     assert report.changed == 1 and not report.dry_run
     assert report.folder == os.path.abspath(folder)
     assert os.listdir(folder) == [renamed(name, "ready")], "same epoch and uuid, now ready_"
-    assert chaos.drain(folder) == items
+    assert drain(folder) == items
     assert os.listdir(folder) == []
 
 
 def test_requeued_orphan_keeps_its_place_in_line(folder):
-    newer = chaos.write_items(folder, make_items("newer", 30), state="ready")
+    newer = write_items(folder, make_items("newer", 30), state="ready")
     epoch = _folder.parse_name(newer).epoch - 100
-    orphan = chaos.write_items(folder, make_items("older", 30), state="loading", epoch=epoch)
+    orphan = write_items(folder, make_items("older", 30), state="loading", epoch=epoch)
 
     report = recover(folder)
 
     assert_report(report, requeued=[orphan])
     assert _folder.ready_in_order(folder) == [renamed(orphan, "ready"), newer]
-    assert chaos.drain(folder) == make_items("older", 30) + make_items("newer", 30)
+    assert drain(folder) == make_items("older", 30) + make_items("newer", 30)
 
 
 def test_orphaned_chosen_file_keeps_its_acknowledged_position(folder):
     items = make_items("c", 1000)
-    ready = chaos.write_items(folder, items, state="ready")
+    ready = write_items(folder, items, state="ready")
     # A consumer claims it, acknowledges 350 items (inside the fourth chunk) and dies.
     batch = _folder.take(folder, ready, _folder.READY, _folder.CHOSEN)
     assert batch is not None
@@ -215,12 +112,12 @@ def test_orphaned_chosen_file_keeps_its_acknowledged_position(folder):
 
     assert_report(report, requeued=[chosen])
     assert os.listdir(folder) == [ready]
-    assert chaos.drain(folder) == items[350:], "items before the acknowledged position must not come again"
+    assert drain(folder) == items[350:], "items before the acknowledged position must not come again"
 
 
 def test_consumer_killed_mid_batch_keeps_its_position(folder, children):
     items = make_items("k", 3000)
-    chaos.write_items(folder, items, state="ready")
+    write_items(folder, items, state="ready")
     consumer = children(
         """
         import sys
@@ -235,22 +132,22 @@ def test_consumer_killed_mid_batch_keeps_its_position(folder, children):
     )
     consumer.expect("got")
     consumer.kill()
-    (chosen,) = chaos.groups(folder)["chosen"]
+    (chosen,) = listing(folder)["chosen"]
 
     report = recover(folder)
 
     assert_report(report, requeued=[chosen])
-    meta, _ = read_items(os.path.join(folder, renamed(chosen, "ready")), 1)
+    meta, _ = read_batch(os.path.join(folder, renamed(chosen, "ready")), 1)
     acked = int(meta["acked"])
     assert 0 < acked <= 1199, f"acknowledged position {acked}: the 1200th item was never acknowledged"
-    assert chaos.drain(folder) == items[acked:]
+    assert drain(folder) == items[acked:]
 
 
 # -- empty orphans are removed ----------------------------------------------------------------------
 
 
 def test_zero_length_loading_file_is_removed(folder):
-    name = chaos.batch_name("loading")
+    name = batch_name("loading")
     os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_WRONLY, 0o644))
 
     report = recover(folder)
@@ -260,12 +157,13 @@ def test_zero_length_loading_file_is_removed(folder):
 
 
 def test_producer_killed_as_sqlite_created_its_journal_is_cleaned_up(folder):
-    """SIGKILL between SQLite creating ``-journal`` and writing its header (test_crash meets it).
+    """SIGKILL between SQLite creating ``-journal`` and writing its header (the producer kills of
+    tools/faults meet it).
 
     The batch file and the journal are both empty. SQLite does not treat a zero-length journal
     as hot (it reports it as absent and never deletes it), so nothing else will remove it.
     """
-    name = chaos.batch_name("loading")
+    name = batch_name("loading")
     for suffix in ("", "-journal"):
         os.close(os.open(os.path.join(folder, name + suffix), os.O_CREAT | os.O_WRONLY, 0o644))
 
@@ -281,18 +179,18 @@ def test_consumer_killed_as_sqlite_created_its_journal_is_requeued(folder):
     The file holds unacknowledged items; if recovery refuses it, no consumer ever gets them.
     """
     items = make_items("j", 1000)
-    chosen = chaos.write_items(folder, items, state="chosen", acked=300)
+    chosen = write_items(folder, items, state="chosen", acked=300)
     os.close(os.open(os.path.join(folder, chosen + "-journal"), os.O_CREAT | os.O_WRONLY, 0o644))
 
     report = recover(folder)
 
     assert_report(report, requeued=[chosen])
     assert sorted(os.listdir(folder)) == [renamed(chosen, "ready")]
-    assert chaos.drain(folder) == items[300:]
+    assert drain(folder) == items[300:]
 
 
 def test_fully_acknowledged_chosen_orphan_is_removed(folder):
-    chosen = chaos.write_items(folder, make_items("done", 120), state="chosen", acked=120)
+    chosen = write_items(folder, make_items("done", 120), state="chosen", acked=120)
 
     report = recover(folder)
 
@@ -314,7 +212,7 @@ def test_producer_killed_before_its_first_commit_leaves_nothing(folder, children
         folder,
     )
     producer.expect("written")
-    (name,) = chaos.groups(folder)["loading"]
+    (name,) = listing(folder)["loading"]
     path = os.path.join(folder, name)
     assert os.path.exists(path + "-journal"), "the transaction should still be open"
     assert os.path.getsize(path) > 0, "6 MB of rows should have spilled into the file"
@@ -324,7 +222,7 @@ def test_producer_killed_before_its_first_commit_leaves_nothing(folder, children
 
     assert_report(report, removed=[name])
     assert os.listdir(folder) == [], "no batch and no journal may remain"
-    assert chaos.drain(folder) == []
+    assert drain(folder) == []
 
 
 def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_committed(folder, children):
@@ -360,7 +258,7 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
         folder,
     )
     size = int(producer.expect("size"))
-    (name,) = chaos.groups(folder)["loading"]
+    (name,) = listing(folder)["loading"]
     path = os.path.join(folder, name)
     assert os.path.exists(path + "-journal")
     assert size > 100_000, "uncommitted pages should be in the file itself"
@@ -371,8 +269,8 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
     assert_report(report, requeued=[name])
     assert journals(folder) == []
     ready = os.path.join(folder, renamed(name, "ready"))
-    assert chaos.integrity(ready) == ["ok"]
-    assert chaos.drain(folder) == [{"tag": "committed", "i": i} for i in range(1000)]
+    assert integrity(ready) == ["ok"]
+    assert drain(folder) == [{"tag": "committed", "i": i} for i in range(1000)]
 
 
 # -- corrupt files become bad_ ------------------------------------------------------------------------
@@ -380,7 +278,7 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
 
 @pytest.mark.parametrize("state", ["loading", "chosen"])
 def test_random_bytes_become_bad(folder, state):
-    name = chaos.batch_name(state)
+    name = batch_name(state)
     with open(os.path.join(folder, name), "wb") as f:
         f.write(os.urandom(10_000))
     before = digest(os.path.join(folder, name))
@@ -395,7 +293,7 @@ def test_random_bytes_become_bad(folder, state):
 
 @pytest.mark.parametrize("state", ["loading", "chosen"])
 def test_truncated_batch_becomes_bad(folder, state):
-    name = chaos.write_items(folder, make_items("t", 5000), state=state)
+    name = write_items(folder, make_items("t", 5000), state=state)
     path = os.path.join(folder, name)
     size = os.path.getsize(path)
     assert size > 50_000
@@ -405,11 +303,11 @@ def test_truncated_batch_becomes_bad(folder, state):
 
     assert_report(report, quarantined=[name])
     assert os.listdir(folder) == [renamed(name, "bad")]
-    assert chaos.drain(folder) == []
+    assert drain(folder) == []
 
 
 def test_sqlite_file_that_is_not_a_batch_becomes_bad(folder):
-    name = chaos.batch_name("loading")
+    name = batch_name("loading")
     conn = sqlite3.connect(os.path.join(folder, name))
     conn.execute("CREATE TABLE something (x)")
     conn.execute("INSERT INTO something VALUES (1)")
@@ -423,8 +321,8 @@ def test_sqlite_file_that_is_not_a_batch_becomes_bad(folder):
 
 
 def test_bad_and_ready_files_are_not_examined(folder):
-    ready = chaos.write_items(folder, make_items("r", 10), state="ready")
-    bad = chaos.batch_name("bad")
+    ready = write_items(folder, make_items("r", 10), state="ready")
+    bad = batch_name("bad")
     with open(os.path.join(folder, bad), "wb") as f:
         f.write(os.urandom(1000))
     before = snapshot(folder)
@@ -442,12 +340,12 @@ def test_bad_and_ready_files_are_not_examined(folder):
 def test_files_held_by_live_processes_are_left_alone(folder, children):
     # 1. A loading_ file with committed data whose flock a live process holds.
     held_items = make_items("held", 300)
-    held = chaos.write_items(folder, held_items, state="loading")
+    held = write_items(folder, held_items, state="loading")
     holder = children(HOLD_FLOCK, os.path.join(folder, held))
     holder.expect("locked")
     # 2. A consumer in the middle of a batch.
     consumed_items = make_items("deq", 1000)
-    chaos.write_items(folder, consumed_items, state="ready")
+    write_items(folder, consumed_items, state="ready")
     consumer = children(
         """
         import json, sys
@@ -476,7 +374,7 @@ def test_files_held_by_live_processes_are_left_alone(folder, children):
         folder,
     )
     producer.expect("ready")
-    groups = chaos.groups(folder)
+    groups = listing(folder)
     assert len(groups["loading"]) == 2 and len(groups["chosen"]) == 1 and groups["ready"] == [], groups
     live = groups["loading"] + groups["chosen"]
     before = snapshot(folder)
@@ -490,11 +388,11 @@ def test_files_held_by_live_processes_are_left_alone(folder, children):
     assert snapshot(folder) == before, "files of live processes must not be touched"
 
     # Once their owners are gone (normally, or by dying), everything is delivered exactly once.
-    producer.finish()  # flushes its partial batch
-    consumer.finish()  # hands the unread 850 items back
-    holder.finish()  # its file is now an orphan
+    assert producer.finish() == 0, producer.stderr  # flushes its partial batch
+    assert consumer.finish() == 0, consumer.stderr  # hands the unread 850 items back
+    assert holder.finish() == 0, holder.stderr  # its file is now an orphan
     assert_report(recover(folder), requeued=[held])
-    got = chaos.drain(folder)
+    got = drain(folder)
     expected = held_items + consumed_items[150:] + make_items("enq", 25)
     key = lambda item: (item["tag"], item["i"])  # noqa: E731
     assert sorted(got, key=key) == sorted(expected, key=key)
@@ -504,11 +402,11 @@ def test_partial_file_of_a_live_producer_in_this_process_is_left_alone(folder):
     with Enqueuer(folder, batch_size=10_000, chunk_size=10, max_batch_delay=3600) as producer:
         for i in range(25):
             producer.put(i)
-        (name,) = chaos.groups(folder)["loading"]
+        (name,) = listing(folder)["loading"]
         report = recover(folder)
         assert_report(report, live=[name])
-        assert chaos.groups(folder)["loading"] == [name]
-    assert chaos.drain(folder) == list(range(25))
+        assert listing(folder)["loading"] == [name]
+    assert drain(folder) == list(range(25))
 
 
 # -- newer formats are refused ----------------------------------------------------------------------
@@ -516,9 +414,9 @@ def test_partial_file_of_a_live_producer_in_this_process_is_left_alone(folder):
 
 @pytest.mark.parametrize("state", ["loading", "chosen"])
 def test_newer_format_is_refused_and_left_untouched(folder, state):
-    name = chaos.write_items(folder, make_items("next", 200), state=state)
+    name = write_items(folder, make_items("next", 200), state=state)
     path = os.path.join(folder, name)
-    chaos.set_meta(path, "format", _shard.FORMAT_VERSION + 1)
+    set_meta(path, "format", _shard.FORMAT_VERSION + 1)
     before = snapshot(folder)
 
     report = recover(folder)
@@ -530,7 +428,7 @@ def test_newer_format_is_refused_and_left_untouched(folder, state):
 
 def test_newer_format_with_a_different_layout_is_refused_not_quarantined(folder):
     """The version in ``meta`` decides, whatever tables a newer format has (DESIGN: shard contents)."""
-    name = chaos.write_items(folder, make_items("next", 200), state="loading")
+    name = write_items(folder, make_items("next", 200), state="loading")
     path = os.path.join(folder, name)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (_shard.FORMAT_VERSION + 1,))
@@ -548,7 +446,7 @@ def test_newer_format_with_a_different_layout_is_refused_not_quarantined(folder)
 
 
 def test_orphaned_creating_file_is_removed(folder):
-    hidden = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
+    hidden = _folder.CREATING + batch_name("loading")[len("loading_"):]
     os.close(os.open(os.path.join(folder, hidden), os.O_CREAT | os.O_WRONLY, 0o644))
 
     report = recover(folder)
@@ -565,8 +463,8 @@ def test_creating_file_of_a_killed_producer_is_removed_and_a_live_one_kept(folde
         print("locked", flush=True)
         sys.stdin.read()
     """
-    dead = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
-    alive = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
+    dead = _folder.CREATING + batch_name("loading")[len("loading_"):]
+    alive = _folder.CREATING + batch_name("loading")[len("loading_"):]
     killed = children(code, os.path.join(folder, dead))
     killed.expect("locked")
     living = children(code, os.path.join(folder, alive))
@@ -601,7 +499,7 @@ def test_files_that_are_not_the_protocols_are_never_touched(folder):
     for name, data in foreign.items():
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
-    orphan = chaos.write_items(folder, make_items("o", 10), state="loading")
+    orphan = write_items(folder, make_items("o", 10), state="loading")
     before = {name: state for name, state in snapshot(folder).items() if name in foreign}
 
     dry = recover(folder, dry_run=True)
@@ -616,7 +514,7 @@ def test_files_that_are_not_the_protocols_are_never_touched(folder):
 @pytest.mark.parametrize("dry_run", [False, True], ids=["recover", "dry_run"])
 @pytest.mark.parametrize("state", ["loading", "chosen", "ready", "bad"])
 def test_directory_named_like_a_batch_is_never_touched(folder, state, dry_run):
-    name = chaos.batch_name(state)
+    name = batch_name(state)
     os.mkdir(os.path.join(folder, name))
     with open(os.path.join(folder, name, "inside.txt"), "w") as f:
         f.write("not a batch")
@@ -630,7 +528,7 @@ def test_directory_named_like_a_batch_is_never_touched(folder, state, dry_run):
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["recover", "dry_run"])
 def test_directory_named_like_a_creating_file_is_never_touched(folder, dry_run):
-    name = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
+    name = _folder.CREATING + batch_name("loading")[len("loading_"):]
     os.mkdir(os.path.join(folder, name))
     before = snapshot(folder)
 
@@ -646,9 +544,9 @@ def test_symlink_named_like_a_batch_is_never_followed(folder, tmp_path, state, d
     # The link points at a real orphan batch outside the folder: following it would re-queue it.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    target = os.path.join(str(elsewhere), chaos.write_items(str(elsewhere), make_items("s", 10), state="loading"))
+    target = os.path.join(str(elsewhere), write_items(str(elsewhere), make_items("s", 10), state="loading"))
     target_digest = digest(target)
-    name = chaos.batch_name(state)
+    name = batch_name(state)
     os.symlink(target, os.path.join(folder, name))
     before = snapshot(folder)
 
@@ -661,7 +559,7 @@ def test_symlink_named_like_a_batch_is_never_followed(folder, tmp_path, state, d
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["recover", "dry_run"])
 def test_fifo_named_like_a_batch_is_never_touched(folder, dry_run):
-    name = chaos.batch_name("loading")
+    name = batch_name("loading")
     os.mkfifo(os.path.join(folder, name))
     code = """
         import json, sys
@@ -681,21 +579,21 @@ def test_fifo_named_like_a_batch_is_never_touched(folder, dry_run):
 
 
 def test_dry_run_changes_nothing_and_the_report_lists_are_right(folder, children):
-    with_data = chaos.write_items(folder, make_items("a", 50), state="loading")
-    chosen = chaos.write_items(folder, make_items("b", 50), state="chosen", acked=20)
-    zero = chaos.batch_name("loading")
+    with_data = write_items(folder, make_items("a", 50), state="loading")
+    chosen = write_items(folder, make_items("b", 50), state="chosen", acked=20)
+    zero = batch_name("loading")
     os.close(os.open(os.path.join(folder, zero), os.O_CREAT | os.O_WRONLY, 0o644))
-    corrupt = chaos.batch_name("chosen")
+    corrupt = batch_name("chosen")
     with open(os.path.join(folder, corrupt), "wb") as f:
         f.write(os.urandom(3000))
-    newer = chaos.write_items(folder, make_items("n", 5), state="loading")
-    chaos.set_meta(os.path.join(folder, newer), "format", _shard.FORMAT_VERSION + 1)
-    held = chaos.write_items(folder, make_items("h", 5), state="loading")
+    newer = write_items(folder, make_items("n", 5), state="loading")
+    set_meta(os.path.join(folder, newer), "format", _shard.FORMAT_VERSION + 1)
+    held = write_items(folder, make_items("h", 5), state="loading")
     holder = children(HOLD_FLOCK, os.path.join(folder, held))
     holder.expect("locked")
-    creating = _folder.CREATING + chaos.batch_name("loading")[len("loading_"):]
+    creating = _folder.CREATING + batch_name("loading")[len("loading_"):]
     os.close(os.open(os.path.join(folder, creating), os.O_CREAT | os.O_WRONLY, 0o644))
-    ready = chaos.write_items(folder, make_items("r", 5), state="ready")
+    ready = write_items(folder, make_items("r", 5), state="ready")
     with open(os.path.join(folder, "notes.txt"), "w") as f:
         f.write("notes")
     before = snapshot(folder)
@@ -724,7 +622,7 @@ def test_dry_run_changes_nothing_and_the_report_lists_are_right(folder, children
     )
     # A second pass finds nothing more to do.
     assert_report(recover(folder), refused=[newer], live=[held])
-    got = chaos.drain(folder)
+    got = drain(folder)
     assert sorted((x["tag"], x["i"]) for x in got) == sorted(
         [("a", i) for i in range(50)] + [("b", i) for i in range(20, 50)] + [("r", i) for i in range(5)]
     )

@@ -17,7 +17,7 @@ import pytest
 
 from turbo_queue.supervisor import Supervisor, describe_exit
 
-from .supervised import running, wait_for
+from .support.supervised import running, wait_for
 
 #: A program that supervises three stages of children; each child records its pid, the handlers it
 #: started with, and its stop (on SIGTERM) in files under the folder given as argv[1].

@@ -11,7 +11,6 @@ import json
 import math
 import multiprocessing
 import os
-import queue
 import sqlite3
 import time
 import uuid
@@ -19,7 +18,9 @@ from typing import List
 
 import pytest
 
-from turbo_queue import Dequeuer, recover
+from turbo_queue import recover
+
+from tests.support import drain
 
 
 def old_batch(folder: str, name: str, items: List[object], committed: bool = True) -> str:
@@ -38,16 +39,6 @@ def old_batch(folder: str, name: str, items: List[object], committed: bool = Tru
 
 def old_name(state: str, epoch: int, tail: str = ".db") -> str:
     return f"{state}_{epoch}_{uuid.uuid4()}{tail}"
-
-
-def drain(folder: str, timeout: float = 1.0) -> List[object]:
-    items: List[object] = []
-    with Dequeuer(folder) as dequeuer:
-        while True:
-            try:
-                items.extend(dequeuer.get_many(1000, timeout=timeout))
-            except queue.Empty:
-                return items
 
 
 def protocol_files(folder: str) -> List[str]:
@@ -70,8 +61,8 @@ def test_a_folder_of_0_8_0_drains_in_the_order_it_was_loaded(folder):
 
 def test_a_folder_of_0_5_2_drains_ready_and_orphaned_files(folder):
     now = int(time.time())
-    old_batch(folder, old_name("ready", now - 3), ["a", "b"])
-    old_batch(folder, old_name("chosen", now - 2), ["c"])  # its Dequeue died reading it
+    old_batch(folder, old_name("ready", now - 4), ["a", "b"])
+    old_batch(folder, old_name("chosen", now - 3), ["c"])  # its Dequeue died reading it
     old_batch(folder, old_name("chosen", now - 2, ".db_3"), ["d"])  # with a proc_num
     old_batch(folder, old_name("loading", now - 1), ["e"])
 

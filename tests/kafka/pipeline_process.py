@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from tests.supervised import descendants, running, wait_for
+from tests.support.supervised import descendants, running, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -12,7 +12,7 @@ import orjson
 
 from tests.kafka.pipeline_process import PipelineProcess
 from tests.kafka.source_process import numbered
-from tests.supervised import wait_for
+from tests.support.supervised import wait_for
 
 FUNCTIONS = "tests.kafka.pipeline_functions"
 

@@ -7,7 +7,7 @@ import os
 from tests.kafka.pipeline_process import PipelineProcess, status_partitions
 from tests.kafka.source_process import numbered
 from tests.kafka.test_kafka_pipeline import FUNCTIONS, Reader, all_of, check_content, name
-from tests.supervised import wait_for
+from tests.support.supervised import wait_for
 
 
 def test_two_pipelines_split_the_partitions_and_one_killed_then_started_again_loses_nothing(kafka, tmp_path):

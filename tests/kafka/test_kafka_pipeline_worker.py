@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 import orjson
 import pytest
 
-from tests.supervised import wait_for
+from tests.support.supervised import wait_for
 from turbo_queue import Dequeuer, Enqueuer
 from turbo_queue.kafka import Message, Worker, batched
 from turbo_queue.kafka.worker import ERROR_HEADER, ORIGIN_HEADER, outputs

@@ -1,0 +1,67 @@
+"""The tests' fixtures, registered once (``pytest_plugins`` in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import pytest
+
+from .processes import Child
+
+#: The variable that replays a randomized test: ``TURBO_QUEUE_SEED=<seed shown by the test>``.
+SEED_VARIABLE = "TURBO_QUEUE_SEED"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> str:
+    """An empty queue folder on the test's own temporary disk space."""
+    path = tmp_path / "queue"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def children() -> Iterator[Callable[..., Child]]:
+    """Start child programs: ``children(code, *args, cwd=None, ready=None)`` (with ``ready``, wait
+    for the line the program prints once it holds what it should). Any still running at the end of
+    the test is killed."""
+    started: List[Child] = []
+
+    def start(code: str, *args: str, cwd: Optional[str] = None, ready: Optional[str] = None) -> Child:
+        child = Child(code, *args, cwd=cwd)
+        started.append(child)
+        if ready is not None:
+            child.expect(ready)
+        return child
+
+    yield start
+    for child in started:
+        child.close()
+
+
+@pytest.fixture
+def seed() -> int:
+    """The seed of a randomized test: random, or the one ``TURBO_QUEUE_SEED`` names (printed, so a
+    failure can be replayed)."""
+    value = int(os.environ.get(SEED_VARIABLE) or random.randrange(2**32))
+    print(f"{SEED_VARIABLE}={value}")
+    return value
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_timer_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a roll timer running (an Enqueuer it did not close).
+
+    CPython's own tests, bound in test_cpython_*, do not close their queues: they are exempt.
+    """
+    if request.node.module.__name__.split(".")[-1].startswith("test_cpython"):
+        yield
+        return
+    before = {t for t in threading.enumerate() if t.name == "turbo_queue-roll-timer"}
+    yield
+    leaked = [t for t in threading.enumerate() if t.name == "turbo_queue-roll-timer" and t not in before and t.is_alive()]
+    assert not leaked, f"{len(leaked)} Enqueuer(s) left open by this test"

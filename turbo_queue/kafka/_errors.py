@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from types import ModuleType
+from typing import Any, Optional, Tuple
 
 from .._errors import TurboQueueError
 
@@ -23,16 +24,16 @@ class KafkaUnavailable(TurboQueueError, ConnectionError):
     ``bootstrap`` is the address tried; ``topic`` the missing topic (None when no broker answered).
     """
 
-    def __init__(self, message: str, bootstrap: str = "", topic: "str | None" = None) -> None:
+    def __init__(self, message: str, bootstrap: str = "", topic: Optional[str] = None) -> None:
         super().__init__(message)
         self.bootstrap = bootstrap
         self.topic = topic
 
-    def __reduce__(self) -> Tuple[Any, ...]:  # keep the attributes when the error crosses a process boundary
+    def __reduce__(self) -> Tuple[Any, Tuple[str, str, Optional[str]]]:  # keep the attributes across processes
         return type(self), (str(self), self.bootstrap, self.topic)
 
 
-def import_confluent_kafka() -> Any:
+def import_confluent_kafka() -> ModuleType:
     """The ``confluent_kafka`` module; ImportError saying what to install when it is missing."""
     try:
         import confluent_kafka

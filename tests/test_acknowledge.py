@@ -20,7 +20,7 @@ import pytest
 from turbo_queue import Dequeuer, Enqueuer, recover
 from turbo_queue._platform import is_locked
 
-from .conftest import listing
+from .support import listing
 
 FORK = multiprocessing.get_context("fork")
 

@@ -38,4 +38,5 @@ def test_the_pool_example_with_every_start_method(method):
 
 def test_every_example_is_run_here():
     ran = {"pipeline_multiprocessing.py", "pipeline_turbo_queue.py", "pool_initializer.py"}
+    ran |= {"kafka_to_kafka.py"}  # needs a broker: run by tests/kafka/test_kafka_pipeline_example.py
     assert {p.name for p in EXAMPLES.glob("*.py")} == ran

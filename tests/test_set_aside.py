@@ -11,7 +11,7 @@ from turbo_queue import Dequeuer, recover, set_aside
 from turbo_queue import _shard
 from turbo_queue.monitor import read_items
 
-from tests.support.folders import listing
+from .support import listing
 
 
 def test_items_are_kept_in_a_bad_batch_with_the_reason_and_can_be_delivered_again(folder):

@@ -17,10 +17,11 @@ from ._errors import (
 )
 from ._aside import set_aside
 from .consumer import Dequeuer
-from .legacy import Dequeue, Enqueue, Startup, dequeue, enqueue, startup
+from .legacy import Dequeue, Enqueue, MultiTask, Startup, TaskGroup, dequeue, enqueue, startup
 from .producer import Enqueuer
 from .queues import JoinableQueue, Queue, SimpleQueue
 from .recovery import RecoveryReport, recover
+from .supervisor import Supervisor
 
 __version__ = "1.0.0.dev0"
 
@@ -33,12 +34,15 @@ __all__ = [
     "Enqueuer",
     "Full",
     "JoinableQueue",
+    "MultiTask",
     "NetworkFilesystemError",
     "Queue",
     "RecoveryReport",
     "ShardFormatError",
     "SimpleQueue",
     "Startup",
+    "Supervisor",
+    "TaskGroup",
     "TurboQueueError",
     "UnsupportedPlatformError",
     "dequeue",

@@ -15,7 +15,7 @@ from typing import Dict, List
 
 import orjson
 
-from tests.conftest import listing
+from tests.support import listing
 from tests.kafka.pipeline_worker import WORKER_HEADER
 from tests.kafka.sink_process import SinkProcess, numbers_in
 from tests.kafka.source_process import SourceProcess, numbered, wait_for

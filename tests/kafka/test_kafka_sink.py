@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from tests.conftest import listing
+from tests.support import listing
 from tests.kafka.sink_process import SinkProcess, messages, numbers_in, put
 from tests.kafka.source_process import wait_for
 from tools import kafka_broker

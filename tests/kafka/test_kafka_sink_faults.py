@@ -7,7 +7,7 @@ import random
 import threading
 import time
 
-from tests.conftest import listing
+from tests.support import listing
 from tests.kafka.sink_process import SinkProcess, messages, numbers_in, put
 from tests.kafka.source_process import wait_for
 from turbo_queue import Enqueuer

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from ._errors import KafkaUnavailable
 from .message import Headers, Message
+from .pipeline import Pipeline
 from .sink import KafkaSink
 from .source import KafkaSource
+from .worker import Worker, batched
 
-__all__ = ["Headers", "KafkaSink", "KafkaSource", "KafkaUnavailable", "Message"]
+__all__ = ["Headers", "KafkaSink", "KafkaSource", "KafkaUnavailable", "Message", "Pipeline", "Worker", "batched"]

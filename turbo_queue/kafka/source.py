@@ -19,6 +19,7 @@ import orjson
 
 from .. import _folder
 from .._aside import set_aside
+from .._status import COUNTS, SOURCE
 from ..producer import Enqueuer
 from ._errors import KafkaUnavailable, import_confluent_kafka
 from .message import Message
@@ -144,7 +145,7 @@ class KafkaSource:
         self._broken: Optional[BaseException] = None  # a hand-over failed: never commit again
         self._paused = False
         self._next_away_warning = 0.0
-        self.counts = {"messages_in": 0, "commits": 0, "set_aside": 0, "dead_lettered": 0, "pauses": 0}
+        self.counts = dict.fromkeys(COUNTS[SOURCE], 0)  # written into the status file
 
     # -- the public calls ------------------------------------------------------------------
 

@@ -145,7 +145,7 @@ def test_stats_shows_a_source_and_a_sink_as_text_json_and_prometheus(folder, wri
     lines = text.stdout.splitlines()
     assert any(line.startswith(f"  source     pid {source.pid}   group pipeline   topics events at 127.0.0.1:9092")
                for line in lines)
-    assert "1,200 messages in   7 commits   lag 3,800   2 set aside   0 dead-lettered   1 pauses" in text.stdout
+    assert "1,200 messages in   7 commits   lag 3,800   2 set aside   0 dead-lettered   1 pause" in text.stdout
     assert "paused: the folder's backlog is at its limit" in text.stdout
     assert any(line.split() == ["events", "[0]", "1,200", "5,000", "3,800", "paused"] for line in lines)
     assert any(line.split() == ["events", "[1]", "?", "700", "?", "paused"] for line in lines)

@@ -72,7 +72,7 @@ def test_stats_shows_a_paused_source_with_its_partitions_and_lag(kafka, folder, 
         assert f"  source     pid {source.pid}   group {group}   topics {topic} at {kafka.bootstrap}" in text
         assert "paused: the folder's backlog is at its limit" in text
         assert f"{topic} [0]  {committed[0]:>13,}  {end[0]:>14,}  {end[0] - committed[0]:>11,}  paused" in text
-        assert f"{topic} [1]  {'?':>13}  {end[1]:>14,}  {end[1]:>11,}  paused" in text
+        assert f"{topic} [1]  {'none':>13}  {end[1]:>14,}  {end[1]:>11,}  paused" in text
 
         from prometheus_client.parser import text_string_to_metric_families
 

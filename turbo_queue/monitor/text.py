@@ -153,8 +153,11 @@ MOST_PARTITIONS = 16
 _INDENT = " " * 13
 
 
-def _count(value: Optional[int]) -> str:
-    return "?" if value is None else f"{value:,}"
+def _count(value: Optional[int], word: str = "") -> str:
+    """``value`` with thousands separators ("?": not known), and ``word`` after it, plural but for 1."""
+    if not word:
+        return "?" if value is None else f"{value:,}"
+    return f"? {word}s" if value is None else plural(value, word)
 
 
 def render_connector(connector: ConnectorStatus, now: float) -> List[Tuple[str, str]]:
@@ -168,10 +171,10 @@ def render_connector(connector: ConnectorStatus, now: float) -> List[Tuple[str, 
         lag = connector.lag
         lines.append((f"  source     pid {connector.pid}   group {connector.group or '?'}   "
                       f"topics {', '.join(connector.topics) or '?'}{where}{said}", ""))
-        lines.append((f"{_INDENT}{_count(counts.get('messages_in'))} messages in   "
-                      f"{_count(counts.get('commits'))} commits   lag {_count(lag)}   "
+        lines.append((f"{_INDENT}{_count(counts.get('messages_in'), 'message')} in   "
+                      f"{_count(counts.get('commits'), 'commit')}   lag {_count(lag)}   "
                       f"{_count(counts.get('set_aside'))} set aside   {_count(counts.get('dead_lettered'))} dead-lettered   "
-                      f"{_count(counts.get('pauses'))} pauses", ""))
+                      f"{_count(counts.get('pauses'), 'pause')}", ""))
         if connector.paused:
             lines.append((f"{_INDENT}paused: the folder's backlog is at its limit (the lag waits in Kafka)", "alert"))
         if connector.partitions:
@@ -179,7 +182,8 @@ def render_connector(connector: ConnectorStatus, now: float) -> List[Tuple[str, 
             lines.append((f"{_INDENT}{'partition':<{width}}  {'committed':>13}  {'high watermark':>14}  {'lag':>11}",
                           "dim"))
             for p in connector.partitions[:MOST_PARTITIONS]:
-                lines.append((f"{_INDENT}{f'{p.topic} [{p.partition}]':<{width}}  {_count(p.committed):>13}  "
+                committed = "none" if p.committed is None and p.lag is not None else _count(p.committed)
+                lines.append((f"{_INDENT}{f'{p.topic} [{p.partition}]':<{width}}  {committed:>13}  "
                               f"{_count(p.high_watermark):>14}  {_count(p.lag):>11}" + ("  paused" if p.paused else ""),
                               ""))
             hidden = len(connector.partitions) - MOST_PARTITIONS
@@ -192,7 +196,7 @@ def render_connector(connector: ConnectorStatus, now: float) -> List[Tuple[str, 
         lines.append((f"  sink       pid {connector.pid}   topic {connector.topic or '?'}{where}{dead_letter}{said}",
                       ""))
         lines.append((f"{_INDENT}{_count(connector.in_flight)} in flight   {_count(counts.get('delivered'))} delivered   "
-                      f"{_count(counts.get('errors'))} errors   {_count(counts.get('set_aside'))} set aside   "
+                      f"{_count(counts.get('errors'), 'error')}   {_count(counts.get('set_aside'))} set aside   "
                       f"{_count(counts.get('dead_lettered'))} dead-lettered   {_count(counts.get('retried'))} retried",
                       ""))
         if connector.last_error:

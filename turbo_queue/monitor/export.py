@@ -10,7 +10,12 @@ from .connectors import ConnectorStatus
 from .figures import HELD, QueueFigures
 
 #: Version of the ``stats --json`` document (README, "Watching a queue"). Bump it on any change
-#: that could break a reader; adding a key is not such a change.
+#: that could break a reader; adding a key is not such a change. Schema 1 grew the key
+#: ``queues[].connectors`` (the Kafka connectors on the folder, ``ConnectorStatus.as_dict``: for
+#: every kind ``connector``, ``kind``, ``pid``, ``bootstrap_servers``, ``started``,
+#: ``updated_age_seconds``; a source adds ``group``, ``topics``, ``paused``, ``lag``, ``partitions``
+#: and its ``_status.COUNTS``, a sink ``topic``, ``dead_letter``, ``in_flight``, ``last_error`` and its
+#: counts), and ``queues[].unreadable`` lists status files that could not be read too.
 JSON_SCHEMA = 1
 
 

@@ -186,7 +186,13 @@ def _connector_families(family: Family, figures: Sequence[QueueFigures], now: fl
     family("turbo_queue_kafka_sink_in_flight_messages", "gauge",
            "Items the sink took from the folder and has not yet acknowledged.",
            ((labels(folder, c), c.in_flight) for folder, c in sinks if c.in_flight is not None))
+
+    def counted(group: List[Tuple[str, ConnectorStatus]], count: str) -> Iterable[Tuple[Dict[str, str], float]]:
+        for folder, c in group:
+            value = c.counts.get(count)
+            if value is not None:
+                yield labels(folder, c), value
+
     for kind, group in ((_status.SOURCE, sources), (_status.SINK, sinks)):
         for count, (name, text) in _COUNTERS[kind].items():
-            family(name, "counter", text + " Counted since the connector started.",
-                   ((labels(folder, c), c.counts[count]) for folder, c in group if c.counts.get(count) is not None))
+            family(name, "counter", text + " Counted since the connector started.", counted(group, count))

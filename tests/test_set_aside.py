@@ -9,6 +9,7 @@ import pytest
 
 from turbo_queue import Dequeuer, recover, set_aside
 from turbo_queue import _shard
+from turbo_queue.monitor import read_items
 
 from .conftest import listing
 
@@ -17,7 +18,7 @@ def test_items_are_kept_in_a_bad_batch_with_the_reason_and_can_be_delivered_agai
     items = [{"n": i} for i in range(250)]  # more than one chunk
     name = set_aside(folder, items, "the broker refused them: too large")
     assert listing(folder)["bad"] == [name] and os.listdir(folder) == [name]
-    meta, kept = _shard.peek(os.path.join(folder, name), 1000)
+    meta, kept = read_items(os.path.join(folder, name), 1000)
     assert kept == items
     assert meta["reason"] == "the broker refused them: too large" and meta["count"] == 250
     assert meta["codec"] == "pickle" and meta["acked"] == 0
@@ -30,7 +31,7 @@ def test_items_are_kept_in_a_bad_batch_with_the_reason_and_can_be_delivered_agai
 @pytest.mark.parametrize("codec, items", [("raw", [b"\x00bytes", "text"]), ("json", [[1, "a"], {"k": None}])])
 def test_any_codec(folder, codec, items):
     name = set_aside(folder, items, "why", codec=codec, durable=True)
-    meta, kept = _shard.peek(os.path.join(folder, name), 10)
+    meta, kept = read_items(os.path.join(folder, name), 10)
     assert meta["codec"] == codec and kept == items
 
 

@@ -149,6 +149,14 @@ def test_an_unreachable_broker_or_a_missing_topic_exits_4_naming_it(kafka, folde
     assert folder_is_empty(folder) and read_statuses(folder) == []
 
 
+def test_sigterm_while_no_broker_answers_is_a_clean_stop(folder):
+    address = f"127.0.0.1:{kafka_broker.free_port()}"
+    with SinkProcess(folder, address, "t", "--connect-timeout", "120") as sink:
+        wait_for(lambda: "Connection refused" in sink.log(), 60, "the sink to try the address")
+        assert sink.terminate(timeout=30) == EXIT_OK, sink.log()
+    assert read_statuses(folder) == [] and folder_is_empty(folder)
+
+
 def test_bad_settings_are_refused_at_once(folder):
     for bad, message in [({"topic": ""}, "topic must name"), ({"max_in_flight": 0}, "max_in_flight"),
                          ({"partition": -1}, "partition must"), ({"dead_letter": "t"}, "another topic"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Tuple
+
 from .._errors import TurboQueueError
 
 #: Exit codes of ``turbo-queue kafka-source`` and ``kafka-sink``.
@@ -26,11 +28,11 @@ class KafkaUnavailable(TurboQueueError, ConnectionError):
         self.bootstrap = bootstrap
         self.topic = topic
 
-    def __reduce__(self):  # keep the attributes when the error crosses a process boundary
+    def __reduce__(self) -> Tuple[Any, ...]:  # keep the attributes when the error crosses a process boundary
         return type(self), (str(self), self.bootstrap, self.topic)
 
 
-def import_confluent_kafka():  # type: ignore[no-untyped-def]
+def import_confluent_kafka() -> Any:
     """The ``confluent_kafka`` module; ImportError saying what to install when it is missing."""
     try:
         import confluent_kafka

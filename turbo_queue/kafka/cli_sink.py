@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             partition=args.partition, max_in_flight=args.max_in_flight, durable=args.durable,
             connect_timeout=args.connect_timeout, stop_timeout=args.stop_timeout, config=config,
         )
-    except ValueError as exc:
+    except (ValueError, NetworkFilesystemError) as exc:
         print(f"turbo-queue kafka-sink: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

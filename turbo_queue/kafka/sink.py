@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import orjson
 
-from .. import set_aside
+from .. import _platform, set_aside
 from .._status import COUNTS, SINK
 from ..consumer import Dequeuer
 from ._errors import KafkaUnavailable, import_confluent_kafka
@@ -116,7 +116,7 @@ class KafkaSink:
     to the ``dead_letter`` topic with the reason in a header, or else into a ``bad_`` batch of the
     folder with the reason (``set_aside``); the sink goes on. Settings and defaults: ``DEFAULTS``;
     ``config`` passes any librdkafka setting. ``run()`` produces until ``stop()``. Raises
-    ValueError for a bad setting.
+    ValueError for a bad setting, NetworkFilesystemError for a folder on a network filesystem.
     """
 
     def __init__(self, folder: PathLike, *, bootstrap_servers: str, topic: str, **settings: Any) -> None:
@@ -142,6 +142,7 @@ class KafkaSink:
             if isinstance(merged[name], bool) or not isinstance(merged[name], int) or merged[name] < 1:
                 raise ValueError(f"{name} must be a positive integer, got {merged[name]!r}")
         self.folder = os.path.abspath(os.fspath(folder))
+        _platform.prepare_folder(self.folder, bool(merged["allow_network_fs"]))  # a network folder: refused now
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.settings = merged
@@ -186,6 +187,8 @@ class KafkaSink:
         try:
             self._too_large = (ck.KafkaError.MSG_SIZE_TOO_LARGE, ck.KafkaError.RECORD_LIST_TOO_LARGE)
             self._check_topics(self._producer, ck)
+            if self._stopping:  # while it waited for the broker
+                return
             self._fit_batches(ck)
             dequeuer = Dequeuer(self.folder, auto_ack=False, max_crashes=self.settings["max_crashes"],
                                 durable=self.settings["durable"], allow_network_fs=self.settings["allow_network_fs"])
@@ -223,10 +226,16 @@ class KafkaSink:
         named = [self.topic] + ([self.settings["dead_letter"]] if self.settings["dead_letter"] else [])
         while True:
             remaining = deadline - time.monotonic()
+            producer.poll(0)  # serves librdkafka's log lines, so that they show while it waits
+            if self._stopping:
+                return  # stopped while it waited: run() then ends at once
             try:
-                # All topics, not one by name: asking for a topic by name may create it.
-                metadata = producer.list_topics(timeout=max(remaining, 0.1))
+                # All topics, not one by name: asking for a topic by name may create it. A second
+                # at a time, so that a stop() is seen while no broker answers.
+                metadata = producer.list_topics(timeout=min(max(remaining, 0.1), 1.0))
             except ck.KafkaException as exc:
+                if time.monotonic() < deadline:
+                    continue
                 raise KafkaUnavailable(
                     f"no Kafka broker answered at {self.bootstrap_servers} within {timeout:g} s ({_describe(exc)}): "
                     f"is it running, is the address right, do -X security settings match it?",
@@ -257,7 +266,8 @@ class KafkaSink:
         """
         if "batch.size" in (self.settings["config"] or {}):
             return
-        from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+        # Re-exported by confluent_kafka.admin at run time, but not declared so in its type information.
+        from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
         admin = AdminClient({k: v for k, v in self.config.items() if k not in PRODUCER_DEFAULTS},
                             logger=_client_log)

@@ -438,7 +438,7 @@ class KafkaSource:
         if limit_items is not None:
             from ..monitor import snapshot
 
-            return snapshot(self.folder).backlog_items >= limit_items
+            return bool(snapshot(self.folder).backlog_items >= limit_items)
         return False
 
     def _apply_backpressure(self) -> None:

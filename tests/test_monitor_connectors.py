@@ -193,6 +193,17 @@ def test_a_connector_that_is_gone_is_not_shown_and_the_monitor_leaves_its_file(f
     assert "source" not in run("stats", folder).stdout
     assert os.path.exists(path)  # only read: the monitor removes nothing, whoever runs it
 
+    # Killed, and not yet waited for by its parent (a zombie): gone too.
+    zombie = writers(folder)
+    zombie.write("sink", sink_doc())
+    zombie.proc.kill()
+    deadline = time.monotonic() + 30
+    while open(f"/proc/{zombie.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed writer did not become a zombie"
+        time.sleep(0.01)
+    assert stats_json(folder)["connectors"] == []
+    zombie.proc.wait()
+
     # Its pid taken by a process that started after the file was last written: not it either.
     later = writers(folder)
     reused = os.path.join(folder, ".connectors", later.write("sink", sink_doc()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _status
 
@@ -83,7 +83,8 @@ class ConnectorStatus:
         age = self.age(now)
         doc: Dict[str, object] = {
             "connector": self.name, "kind": self.kind, "pid": self.pid, "bootstrap_servers": self.bootstrap_servers,
-            "started": self.started, "updated_age_seconds": None if age is None else round(age, 3),
+            "started": None if self.started is None else round(self.started, 3),
+            "updated_age_seconds": None if age is None else round(age, 3),
         }
         if self.kind == _status.SOURCE:
             doc.update(group=self.group, topics=list(self.topics), paused=self.paused, lag=self.lag,
@@ -128,7 +129,10 @@ def read_documents(folder: str, problems: Optional[List[str]] = None, *,
         except FileNotFoundError:
             continue  # removed meanwhile: a clean stop
         except PermissionError:
-            alive = _alive(pid, None)
+            try:
+                alive = _alive(pid, os.stat(path).st_mtime)
+            except OSError:
+                continue  # removed meanwhile
             if alive and problems is not None:
                 problems.append(f"{_status.STATUS_DIR}/{name}: permission denied")
             doc = None
@@ -193,24 +197,27 @@ def _number(value: object) -> Optional[float]:
 
 def _alive(pid: int, written: Optional[float]) -> bool:
     """Whether process ``pid`` runs and could have written a file last changed at ``written``
-    (Unix seconds): a process that started after that got the pid of the one that wrote it."""
+    (Unix seconds): a process that started after that got the pid of the one that wrote it, and
+    a zombie (killed, not yet waited for by its parent) runs no more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # another user's live process
-    if written is None:
-        return True
-    started = _process_start(pid)
-    return started is None or started <= written + _REUSED_AFTER
+    found = _process_stat(pid)
+    if found is None:
+        return True  # no /proc to ask: the pid is all there is to go by
+    state, started = found
+    return state not in ("Z", "X") and (written is None or started <= written + _REUSED_AFTER)
 
 
 _boot_time: Optional[float] = None
 
 
-def _process_start(pid: int) -> Optional[float]:
-    """When process ``pid`` started, in Unix seconds (to about a second); None where /proc does not say."""
+def _process_stat(pid: int) -> Optional[Tuple[str, float]]:
+    """Process ``pid``'s state letter and when it started, in Unix seconds (to about a second);
+    None where /proc does not say."""
     global _boot_time
     try:
         if _boot_time is None:
@@ -218,8 +225,9 @@ def _process_start(pid: int) -> Optional[float]:
                 _boot_time = next(float(line.split()[1]) for line in stat if line.startswith("btime "))
         with open(f"/proc/{pid}/stat") as stat:
             # The fields after the command name (in parentheses, which may hold anything): the
-            # 22nd field of the line, the start time in clock ticks after boot, is the 20th here.
-            ticks = int(stat.read().rpartition(")")[2].split()[19])
-        return _boot_time + ticks / os.sysconf("SC_CLK_TCK")
+            # 3rd field of the line, the state, is the 1st here; the 22nd, the start time in clock
+            # ticks after boot, the 20th.
+            fields = stat.read().rpartition(")")[2].split()
+        return fields[0], _boot_time + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None

@@ -110,7 +110,8 @@ def test_stats_json_tells_what_the_test_did_and_touches_nothing(folder, busy):
     assert doc["schema"] == 1 and doc["sample_seconds"] == 0
     (q,) = doc["queues"]
     assert set(q) == {"queue", "exists", "error", "files", "backlog_items", "uncounted_batches",
-                      "oldest_ready_age_seconds", "live", "orphaned", "unreadable", "handed_over", "consumed"}
+                      "oldest_ready_age_seconds", "live", "orphaned", "unreadable", "handed_over", "consumed",
+                      "connectors"}
     assert q["queue"] == folder and q["exists"] is True and q["error"] is None
     assert q["files"] == busy["files"]
     assert q["backlog_items"] == busy["backlog"] and q["uncounted_batches"] == 0
@@ -119,6 +120,7 @@ def test_stats_json_tells_what_the_test_did_and_touches_nothing(folder, busy):
     assert q["unreadable"] == []
     assert q["oldest_ready_age_seconds"] == pytest.approx(doc["time"] - busy["oldest_epoch"], abs=0.01)
     assert q["handed_over"] is None and q["consumed"] is None
+    assert q["connectors"] == []
     # The producer and the consumer were not disturbed.
     assert busy["producer"].finish() == 0 and busy["consumer"].finish() == 0
 

@@ -26,7 +26,8 @@ log = logging.getLogger("turbo_queue")
 DESCRIPTION = f"""\
 Serves the figures of each queue at http://HOST:PORT/metrics in the Prometheus text format, one
 `queue` label per folder, kept up to date from filesystem events; the *_total counters count from
-when the exporter started. It listens on 127.0.0.1 (this machine only) unless told otherwise. A
+when the exporter started. The Kafka connectors running on a folder add turbo_queue_kafka_* metrics
+(a source's lag per partition, paused or not; a sink's in-flight and delivered counts). It listens on 127.0.0.1 (this machine only) unless told otherwise. A
 folder that does not exist yet is reported as turbo_queue_folder_exists 0 until it appears. Stops on
 Ctrl-C (exit {_exit.INTERRUPTED}) or SIGTERM (exit {_exit.OK}).
 """

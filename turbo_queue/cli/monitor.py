@@ -15,7 +15,8 @@ DESCRIPTION = f"""\
 A live terminal view of each queue: its loading_/ready_/chosen_/bad_ files, the backlog in items,
 the age of the oldest ready batch, batches and items per second handed over and consumed (with a
 sparkline of the last seconds), which files belong to live processes and which are orphaned, waiting
-for recovery. It is driven by filesystem events and only reads: it takes no lock and renames
+for recovery, and the Kafka connectors running on it (from their status files: a source's lag per
+partition and whether it is paused, a sink's in-flight and delivered counts). It is driven by filesystem events and only reads: it takes no lock and renames
 nothing. A folder that does not exist yet is waited for. Keys: q quits, l shows or hides the ls -C
 listing; Ctrl-C quits too (exit {_exit.INTERRUPTED}).
 """

@@ -13,7 +13,8 @@ from ._args import add_command, add_sample_argument, unique_folders
 
 DESCRIPTION = """\
 One look at each queue folder: files by state, backlog in items, age of the oldest ready batch, live
-and orphaned files. With --sample it watches the folders first and adds what was handed over and
+and orphaned files, and the Kafka connectors running on it (a source's lag per partition and
+whether it is paused, a sink's in-flight and delivered counts), from their status files. With --sample it watches the folders first and adds what was handed over and
 consumed meanwhile. --json prints a document whose schema is described in the README (its "schema"
 key is its version); --prometheus prints the Prometheus text format. Only reads: takes no lock,
 renames nothing.
@@ -21,6 +22,7 @@ renames nothing.
 EXAMPLES = """\
   turbo-queue stats /var/queues/events
   turbo-queue stats /var/queues/in /var/queues/out --json | jq '.queues[].backlog_items'
+  turbo-queue stats /var/queues/in --json | jq '.queues[].connectors[] | select(.kind == "source") | .lag'
   turbo-queue stats /var/queues/events --json --sample 10      with rates over 10 s
   turbo-queue stats /var/queues/events --prometheus > /var/lib/node_exporter/turbo_queue.prom
 """

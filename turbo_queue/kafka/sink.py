@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 import orjson
 
 from .. import _platform, set_aside
+from .._status import COUNTS, SINK
 from ..consumer import Dequeuer
 from ._errors import describe, import_confluent_kafka, wait_for_topics
 from .message import Message
@@ -152,8 +153,7 @@ class KafkaSink:
         self._started = 0.0
         self._next_away_warning = 0.0
         self._last_error: Optional[str] = None
-        self.counts = {"taken": 0, "delivered": 0, "set_aside": 0, "dead_lettered": 0, "retried": 0,
-                       "errors": 0, "acks": 0}
+        self.counts = dict.fromkeys(COUNTS[SINK], 0)  # written into the status file
 
     # -- the public calls ------------------------------------------------------------------
 

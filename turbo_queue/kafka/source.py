@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import orjson
 
 from .. import Enqueuer, _platform, set_aside
+from .._status import COUNTS, SOURCE
 from ._errors import describe, import_confluent_kafka, wait_for_topics
 from .message import Message
 from .status import remove_status, write_status
@@ -139,13 +140,16 @@ class KafkaSource:
         self._put_upto: Dict[TopicPartition, int] = {}  # offset after the last message put
         self._uncommitted: Dict[TopicPartition, int] = {}  # offsets to commit after the next hand-over
         self._committed: Dict[TopicPartition, int] = {}
+        # For the status only: the group's committed offset (None: none) of the partitions this
+        # source has taken nothing from yet, asked of the broker once per assignment.
+        self._group_committed: Dict[TopicPartition, Optional[int]] = {}
         self._since_commit = 0
         self._dead_pending: List[Message] = []  # sent to the dead-letter topic, not yet confirmed
         self._dead_failed: List[Tuple[Message, str]] = []
         self._broken: Optional[BaseException] = None  # a hand-over failed: never commit again
         self._paused = False
         self._next_away_warning = 0.0
-        self.counts = {"messages_in": 0, "commits": 0, "set_aside": 0, "dead_lettered": 0, "pauses": 0}
+        self.counts = dict.fromkeys(COUNTS[SOURCE], 0)  # written into the status file
 
     # -- the public calls ------------------------------------------------------------------
 
@@ -411,6 +415,7 @@ class KafkaSource:
         for tp in partitions:
             self._uncommitted.pop(tp, None)
             self._committed.pop(tp, None)
+            self._group_committed.pop(tp, None)
 
     def _backlog_full(self) -> bool:
         assert self._enqueuer is not None
@@ -446,19 +451,27 @@ class KafkaSource:
 
     def _write_status(self, started: float) -> None:
         ck = import_confluent_kafka()
+        unknown = [tp for tp in sorted(self._assigned)
+                   if tp not in self._committed and tp not in self._put_upto and tp not in self._group_committed]
+        if unknown:
+            self._ask_group_committed(unknown, ck)
+        from_start = str(self.config.get("auto.offset.reset")).lower() in ("earliest", "smallest", "beginning")
         partitions = []
         for topic, partition in sorted(self._assigned):
             tp = ck.TopicPartition(topic, partition)
+            low: Optional[int]
             high: Optional[int]
             try:
                 # Paused partitions are not fetched, so the cached watermark would stand still.
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=not self._paused)
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=not self._paused)
             except ck.KafkaException:
-                high = None
-            if high is not None and high < 0:
-                high = None
-            committed = self._committed.get((topic, partition))
+                low = high = None
+            low = None if low is None or low < 0 else low
+            high = None if high is None or high < 0 else high
+            committed = self._committed.get((topic, partition), self._group_committed.get((topic, partition)))
             done = committed if committed is not None else self._put_upto.get((topic, partition))
+            if done is None and from_start and (topic, partition) in self._group_committed:
+                done = low  # nothing taken, nothing ever committed: the group starts at the beginning
             partitions.append({
                 "topic": topic, "partition": partition, "committed": committed, "high_watermark": high,
                 "lag": None if high is None or done is None else max(high - done, 0), "paused": self._paused,
@@ -468,6 +481,17 @@ class KafkaSource:
             "started": started, "updated": time.time(), "paused": self._paused, "partitions": partitions,
             **self.counts,
         })
+
+    def _ask_group_committed(self, partitions: List[TopicPartition], ck: Any) -> None:
+        """For the status: the group's committed offsets of ``partitions`` (an earlier owner's), so
+        that the lag of a partition this source has not read from yet is known."""
+        try:
+            found = self._consumer.committed([ck.TopicPartition(t, p) for t, p in partitions], timeout=0.5)
+        except ck.KafkaException:
+            return  # asked again at the next status
+        for tp in found:
+            if tp.error is None:
+                self._group_committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
 
 
 def _names(partitions: List[Any]) -> str:

@@ -13,6 +13,7 @@ from typing import Deque, Dict, List, Optional, Set, Tuple
 
 from .. import _folder
 from .._errors import ShardFormatError
+from .connectors import ConnectorStatus, read_connectors
 from .holders import holders
 from .reading import describe_error, read_counts
 
@@ -71,6 +72,9 @@ class QueueFigures:
     could not be read, so the backlog leaves them out. The flows are None unless the folder was
     watched: ``handed_over``/``consumed`` over the last ``RATE_WINDOW`` seconds, the ``*_total``
     ones since watching began, ``*_history`` items per second, one entry a second, oldest first.
+    ``connectors`` are the Kafka connectors running on the folder, from their status files
+    (``connectors``), and ``connector_problems`` the status files that could not be read; both
+    empty unless ``QueueTracker.figures()`` looked (``snapshot`` does not).
     """
 
     folder: str
@@ -91,6 +95,8 @@ class QueueFigures:
     consumed_total: Optional[Flow] = None
     handed_over_history: List[int] = field(default_factory=list)
     consumed_history: List[int] = field(default_factory=list)
+    connectors: List[ConnectorStatus] = field(default_factory=list)
+    connector_problems: List[str] = field(default_factory=list)
 
     @property
     def oldest_ready_age(self) -> Optional[float]:
@@ -320,6 +326,10 @@ class QueueTracker:
         else:
             figures = self._last
             figures.time = time.time()
+        if figures.exists and not figures.error:
+            # Rewritten every second or so, in a subfolder no event reports: read at each look.
+            figures.connector_problems = []
+            figures.connectors = read_connectors(self.folder, figures.connector_problems)
         if self.watched_since is not None:
             self._add_flows(figures)
         return figures
@@ -344,5 +354,6 @@ class QueueTracker:
 
 
 def snapshot(folder: str, names: bool = False) -> QueueFigures:
-    """One look at a queue folder (no flows: those need watching; see ``Session``)."""
+    """One look at a queue folder's batches (no flows: those need watching, see ``Session``; no
+    connectors: ``QueueTracker(folder).figures()`` reads those too)."""
     return QueueTracker(folder).scan(names)

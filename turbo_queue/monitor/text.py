@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Sequence, TextIO, Tuple
+from typing import Iterable, List, Optional, Sequence, TextIO, Tuple
 
+from .. import _status
+from .connectors import ConnectorStatus
 from .figures import QueueFigures
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -134,11 +136,73 @@ def render_queue(figures: QueueFigures, width: int, blocks: str = BLOCKS,
             lines.extend((f"    {name}", "alert") for name in figures.orphaned)
         else:
             lines.append(("  orphaned   none", ""))
-    for problem in figures.problems[:5]:
+    for connector in figures.connectors:
+        lines.extend(render_connector(connector, figures.time))
+    for problem in (figures.problems + figures.connector_problems)[:5]:
         lines.append((f"  unreadable {problem}", "alert"))
     if listing and figures.names is not None:
         lines.append((f"  $ ls -C  ({plural(len(figures.names), 'file')})", "dim"))
         lines.extend((line, "") for line in ls_columns(figures.names, width))
+    return lines
+
+
+#: A status older than this many seconds is pointed out: its connector rewrites it about every second.
+STALE_STATUS = 10.0
+#: At most this many partitions of a source are listed, one a line.
+MOST_PARTITIONS = 16
+_INDENT = " " * 13
+
+
+def _count(value: Optional[int], word: str = "") -> str:
+    """``value`` with thousands separators ("?": not known), and ``word`` after it, plural but for 1."""
+    if not word:
+        return "?" if value is None else f"{value:,}"
+    return f"? {word}s" if value is None else plural(value, word)
+
+
+def render_connector(connector: ConnectorStatus, now: float) -> List[Tuple[str, str]]:
+    """The lines that describe one Kafka connector running on a queue folder."""
+    counts = connector.counts
+    age = connector.age(now)
+    said = "" if age is None else f"   status {_age(age)} old"
+    where = f" at {connector.bootstrap_servers}" if connector.bootstrap_servers else ""
+    lines: List[Tuple[str, str]] = []
+    if connector.kind == _status.SOURCE:
+        lag = connector.lag
+        lines.append((f"  source     pid {connector.pid}   group {connector.group or '?'}   "
+                      f"topics {', '.join(connector.topics) or '?'}{where}{said}", ""))
+        lines.append((f"{_INDENT}{_count(counts.get('messages_in'), 'message')} in   "
+                      f"{_count(counts.get('commits'), 'commit')}   lag {_count(lag)}   "
+                      f"{_count(counts.get('set_aside'))} set aside   {_count(counts.get('dead_lettered'))} dead-lettered   "
+                      f"{_count(counts.get('pauses'), 'pause')}", ""))
+        if connector.paused:
+            lines.append((f"{_INDENT}paused: the folder's backlog is at its limit (the lag waits in Kafka)", "alert"))
+        if connector.partitions:
+            width = max(len(f"{p.topic} [{p.partition}]") for p in connector.partitions[:MOST_PARTITIONS])
+            lines.append((f"{_INDENT}{'partition':<{width}}  {'committed':>13}  {'high watermark':>14}  {'lag':>11}",
+                          "dim"))
+            for p in connector.partitions[:MOST_PARTITIONS]:
+                committed = "none" if p.committed is None and p.lag is not None else _count(p.committed)
+                lines.append((f"{_INDENT}{f'{p.topic} [{p.partition}]':<{width}}  {committed:>13}  "
+                              f"{_count(p.high_watermark):>14}  {_count(p.lag):>11}" + ("  paused" if p.paused else ""),
+                              ""))
+            hidden = len(connector.partitions) - MOST_PARTITIONS
+            if hidden > 0:
+                lines.append((f"{_INDENT}… {plural(hidden, 'more partition')}", "dim"))
+        else:
+            lines.append((f"{_INDENT}no partition assigned (yet)", "dim"))
+    else:
+        dead_letter = f" (dead letters to {connector.dead_letter})" if connector.dead_letter else ""
+        lines.append((f"  sink       pid {connector.pid}   topic {connector.topic or '?'}{where}{dead_letter}{said}",
+                      ""))
+        lines.append((f"{_INDENT}{_count(connector.in_flight)} in flight   {_count(counts.get('delivered'))} delivered   "
+                      f"{_count(counts.get('errors'), 'error')}   {_count(counts.get('set_aside'))} set aside   "
+                      f"{_count(counts.get('dead_lettered'))} dead-lettered   {_count(counts.get('retried'))} retried",
+                      ""))
+        if connector.last_error:
+            lines.append((f"{_INDENT}last error: {connector.last_error}", ""))
+    if age is not None and age > STALE_STATUS:
+        lines.append((f"{_INDENT}its status was rewritten {_age(age)} ago: the connector may be stuck", "alert"))
     return lines
 
 

@@ -17,7 +17,7 @@ import time
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .._errors import ShardFormatError
-from .figures import QueueFigures, QueueTracker, snapshot
+from .figures import QueueFigures, QueueTracker
 from .reading import read_counts
 
 log = logging.getLogger("turbo_queue")
@@ -275,7 +275,7 @@ def _counts_of_moving(folder: str, name: str) -> Optional[Tuple[int, int]]:
 def sample(folders: Sequence[str], seconds: float, names: bool = False) -> List[QueueFigures]:
     """The figures of ``folders``, watched for ``seconds`` first when that is more than 0."""
     if seconds <= 0:
-        return [snapshot(folder, names) for folder in folders]
+        return [QueueTracker(folder).figures(names) for folder in folders]
     with Session(folders) as session:
         session.figures()  # the first look, so that what was there before is not counted as new
         deadline = time.monotonic() + seconds

@@ -17,7 +17,7 @@ import pytest
 from turbo_queue import _status
 from turbo_queue.monitor import read_connectors
 
-from .test_monitor_cli import Exporter, exporters, has, m, run, shared_tmp, terminal, unprivileged  # noqa: F401
+from tests.support.commands import has, m, run
 
 # Writes the status documents it is given on stdin, one JSON [kind, doc] a line, with the real
 # write_status, as a connector does; ["remove", kind] is a clean stop's remove_status.
@@ -108,8 +108,8 @@ def sink_doc(**changes: Any) -> Dict[str, Any]:
     return doc
 
 
-def stats_json(folder: str, prefix: Any = None) -> Dict[str, Any]:
-    result = run("stats", "--json", folder, prefix=prefix)
+def stats_json(folder: str, user: Any = None) -> Dict[str, Any]:
+    result = run("stats", "--json", folder, user=user)
     assert result.returncode == 0, result.stderr
     (queue,) = json.loads(result.stdout)["queues"]
     return queue  # type: ignore[no-any-return]
@@ -235,7 +235,7 @@ def test_a_status_file_that_cannot_be_read_is_said(folder, writers):
 
 
 def test_a_user_who_may_only_read_the_folder_sees_the_connectors(unprivileged, shared_tmp, writers):
-    if not unprivileged:
+    if os.geteuid() != 0:
         pytest.skip("not running as root: no other user to run the monitor as")
     folder = os.path.join(shared_tmp, "queue")
     os.mkdir(folder, 0o755)
@@ -246,13 +246,13 @@ def test_a_user_who_may_only_read_the_folder_sees_the_connectors(unprivileged, s
     gone = writers(folder)
     gone_path = os.path.join(folder, ".connectors", gone.write("source", source_doc()))
     gone.kill()
-    q = stats_json(folder, prefix=unprivileged)
+    q = stats_json(folder, user=unprivileged)
     (sink,) = q["connectors"]
     assert sink["pid"] == writer.pid and sink["delivered"] == 5000
     assert os.path.exists(gone_path)
 
     os.chmod(os.path.join(folder, ".connectors"), 0o700)  # a status folder this user may not read: said
-    q = stats_json(folder, prefix=unprivileged)
+    q = stats_json(folder, user=unprivileged)
     assert q["connectors"] == [] and q["unreadable"] == [".connectors: permission denied"]
 
 

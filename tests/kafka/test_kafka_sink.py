@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import orjson
 import pytest
@@ -15,7 +14,7 @@ from tests.support import listing
 from tests.kafka.sink_process import SinkProcess, messages, numbers_in, put
 from tests.kafka.source_process import wait_for
 from tools import kafka_broker
-from turbo_queue.kafka import KafkaSink, KafkaUnavailable, Message
+from turbo_queue.kafka import KafkaSink, KafkaUnavailable
 from turbo_queue.kafka._errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from turbo_queue.kafka.sink import REASON_HEADER, TOPIC_HEADER
 from turbo_queue.kafka.status import read_statuses

@@ -6,7 +6,6 @@ import os
 import threading
 import uuid
 
-import orjson
 import pytest
 
 from tests.kafka.source_process import SourceProcess, by_position, drain, numbered, ready_messages, wait_for

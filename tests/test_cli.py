@@ -280,7 +280,7 @@ def test_help_shows_the_commands_and_examples(cli) -> None:
     assert result.returncode == 0 and result.stderr == ""
     text = words(result.stdout)
     assert text.startswith("usage: turbo-queue")
-    assert "A crash-safe, file-sharded queue for many processes." in text
+    assert "A crash-safe, file-batched queue for many processes." in text
     assert "demo run a small multi-process pipeline through a queue" in text
     assert "recover re-queue the files of processes that died" in text
     assert "examples:" in text

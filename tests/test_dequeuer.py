@@ -124,7 +124,7 @@ def test_claim_takes_a_free_ready_file_and_says_when_all_were_held(folder):
     try:
         batch = _folder.claim(folder)
         assert batch is not None and batch.name == _folder.parse_name(second).as_state(_folder.CHOSEN)
-        batch.release()
+        batch.unlock()
         with pytest.raises(_folder.Held):
             _folder.claim(folder)  # the chosen_ one is not a candidate; both ready_ ones are held
         assert _folder.claim(folder, frozenset({first, third})) is None  # skipped ones are not held ones
@@ -152,7 +152,7 @@ def test_a_forked_child_never_keeps_a_batch_lock_of_its_parent(folder):
     child.start()
     try:
         assert started.wait(60)  # the child runs: its fork hooks are done
-        batch.release()
+        batch.unlock()
         assert is_locked(os.path.join(folder, ready)) is False
     finally:
         stop.set()

@@ -17,9 +17,9 @@ import pytest
 
 from turbo_queue import Dequeuer, monitor
 from turbo_queue.monitor import reading
-from turbo_queue._shard import ShardReader
+from turbo_queue._batchfile import BatchReader
 
-from tests.support import drain, listing, publish, snapshot
+from tests.support import drain, listing, hand_over, snapshot
 from tests.support.programs import CONSUMER, PRODUCER
 
 DEADLINE = 60.0
@@ -30,16 +30,16 @@ DEADLINE = 60.0
 def test_snapshot_counts_files_backlog_live_and_orphaned(folder, children):
     # A consumer that dies holding a 5-item batch (killed only once the live consumer below has
     # claimed its batch: a consumer's first claim runs recovery, which would take the orphan back).
-    publish(folder, 5)
+    hand_over(folder, 5)
     dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder, ready="holding")
     (orphan_chosen,) = listing(folder)["chosen"]
     # A live consumer holding a 40-item batch, 20 of them acknowledged in the file.
-    publish(folder, 40)
+    hand_over(folder, 40)
     consumer = children(CONSUMER, folder, ready="holding")
     live_chosen = [name for name in listing(folder)["chosen"] if name != orphan_chosen]
     dead_consumer.kill()
     # Two ready batches, a live producer and a dead one, a bad_ file and a foreign file.
-    waiting = publish(folder, 20, 30)
+    waiting = hand_over(folder, 20, 30)
     producer = children(PRODUCER, folder, ready="holding")
     (live_loading,) = listing(folder)["loading"]
     dead_producer = children(PRODUCER, folder, ready="holding")
@@ -90,7 +90,7 @@ def test_snapshot_of_a_missing_folder_a_file_and_an_empty_folder(tmp_path, folde
 
 
 def test_a_file_named_like_a_batch_that_is_not_one_is_reported_not_counted(folder):
-    (real,) = publish(folder, 7)
+    (real,) = hand_over(folder, 7)
     fake = f"ready_{int(time.time())}_{uuid.uuid4()}.db"
     with open(os.path.join(folder, fake), "w") as f:
         f.write("this is not SQLite")
@@ -106,9 +106,9 @@ def test_reading_takes_no_lock_so_a_consumer_can_always_write_its_position(folde
     "database is locked". The monitor's connection takes no lock: the consumer's own write goes
     through at once while the monitor is mid-read (were a lock held, this single thread would
     wait 5 s and fail)."""
-    (name,) = publish(folder, 50)
+    (name,) = hand_over(folder, 50)
     path = os.path.join(folder, name)
-    consumer = ShardReader(path)  # what a Dequeuer holds
+    consumer = BatchReader(path)  # what a Dequeuer holds
     try:
         reader = reading._connect_read_only(path)
         cursor = reader.execute("SELECT first, n, data FROM items")
@@ -131,7 +131,7 @@ def test_reading_takes_no_lock_so_a_consumer_can_always_write_its_position(folde
 
 
 def test_read_items_starts_at_the_acknowledged_position_and_decodes_with_the_files_codec(folder):
-    (name,) = publish(folder, 25, codec="json", start=100)
+    (name,) = hand_over(folder, 25, codec="json", start=100)
     path = os.path.join(folder, name)
     with sqlite3.connect(path, isolation_level=None) as conn:
         conn.execute("UPDATE meta SET value = 12 WHERE key = 'acked'")
@@ -179,11 +179,11 @@ def _watch_until(session: monitor.Session, predicate: Callable[[monitor.QueueFig
 
 
 def test_a_session_counts_what_is_handed_over_and_consumed(folder):
-    publish(folder, 4)  # there before watching: not counted as handed over
+    hand_over(folder, 4)  # there before watching: not counted as handed over
     with monitor.Session([folder]) as session:
         first = session.figures()[0]
         assert first.handed_over_total.batches == 0 and first.backlog_items == 4
-        publish(folder, 10, 20, 30)
+        hand_over(folder, 10, 20, 30)
         figures = _watch_until(session, lambda f: f.handed_over_total.batches == 3, "3 batches handed over")
         assert figures.handed_over_total.items == 60 and figures.handed_over_total.uncounted == 0
         assert figures.backlog_items == 64 and figures.files["ready"] == 4
@@ -198,7 +198,7 @@ def test_a_session_counts_what_is_handed_over_and_consumed(folder):
 
 
 def test_a_session_credits_a_consumers_progress_and_a_hand_back(folder):
-    publish(folder, 100)
+    hand_over(folder, 100)
     with monitor.Session([folder]) as session:
         session.figures()
         dequeuer = Dequeuer(folder, ack_every=10)
@@ -221,13 +221,13 @@ def test_a_session_waits_for_a_folder_and_follows_it_when_it_is_removed_and_made
         assert not session.figures()[0].exists
         os.makedirs(folder)
         _watch_until(session, lambda f: f.exists, "the folder to appear")
-        publish(folder, 3)
+        hand_over(folder, 3)
         _watch_until(session, lambda f: f.handed_over_total.batches == 1 and f.backlog_items == 3, "a batch")
         shutil.rmtree(tmp_path / "later")
         _watch_until(session, lambda f: not f.exists, "the folder to go")
         os.makedirs(folder)
         _watch_until(session, lambda f: f.exists, "the folder to come back")  # then it is watched again
-        publish(folder, 2)
+        hand_over(folder, 2)
         figures = _watch_until(session, lambda f: f.handed_over_total.batches == 2, "a batch in the new folder")
         assert figures.backlog_items == 2 and figures.handed_over_total.items == 5
 
@@ -260,7 +260,7 @@ def test_prometheus_text_parses_and_escapes_labels(tmp_path):
 
     folder = tmp_path / 'a "queue" with \\ and\nnewline'
     folder.mkdir()
-    publish(str(folder), 3, 4)
+    hand_over(str(folder), 3, 4)
     figures = [monitor.snapshot(str(folder)), monitor.snapshot(str(tmp_path / "missing"))]
     families = {family.name: family for family in text_string_to_metric_families(monitor.prometheus_text(figures))}
     assert families["turbo_queue_backlog_items"].samples[0].labels == {"queue": str(folder)}

@@ -20,7 +20,7 @@ import pytest
 
 from turbo_queue import Enqueuer
 
-from tests.support import DEADLINE, drain, listing, publish, snapshot, wait_for
+from tests.support import DEADLINE, drain, listing, hand_over, snapshot, wait_for
 from tests.support.commands import CLI, has, m, run
 from tests.support.programs import CONSUMER, PRODUCER
 
@@ -49,14 +49,14 @@ def busy(folder: str, children) -> dict:
     40 with 20 acknowledged, ready batches of 20 and 30, a live producer with a loading_ file, a
     killed producer's loading_ file, and a bad_ file.
     """
-    publish(folder, 5)
+    hand_over(folder, 5)
     dead_consumer = children(CONSUMER.replace("range(21)", "range(1)"), folder, ready="holding")
     (orphan_chosen,) = listing(folder)["chosen"]
-    publish(folder, 40)
+    hand_over(folder, 40)
     consumer = children(CONSUMER, folder, ready="holding")  # claims the 40 while the other still holds its 5
     (live_chosen,) = [name for name in listing(folder)["chosen"] if name != orphan_chosen]
     dead_consumer.kill()
-    ready = publish(folder, 20, 30)
+    ready = hand_over(folder, 20, 30)
     producer = children(PRODUCER, folder, ready="holding")
     (live_loading,) = listing(folder)["loading"]
     dead_producer = children(PRODUCER, folder, ready="holding")
@@ -156,7 +156,7 @@ with turbo_queue.Enqueuer(sys.argv[1], max_batch_delay=3600) as e:
 
 
 def test_stats_of_thousands_of_batches(folder):
-    (one,) = publish(folder, 10)
+    (one,) = hand_over(folder, 10)
     epoch = one.split("_")[1]
     for _ in range(2999):
         shutil.copyfile(os.path.join(folder, one), os.path.join(folder, f"ready_{epoch}_{uuid.uuid4()}.db"))
@@ -169,8 +169,8 @@ def test_stats_of_several_folders_and_a_missing_one(tmp_path):
     a, b, missing = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "missing")
     os.mkdir(a)
     os.mkdir(b)
-    publish(a, 3)
-    publish(b, 4, 5)
+    hand_over(a, 3)
+    hand_over(b, 4, 5)
     result = run("stats", "--json", a, b, missing)
     assert result.returncode == 2
     assert result.stderr.strip() == f"turbo-queue stats: {missing}: no such folder"
@@ -181,7 +181,7 @@ def test_stats_of_several_folders_and_a_missing_one(tmp_path):
 
 
 def test_stats_of_a_file_is_a_usage_error(folder):
-    (name,) = publish(folder, 1)
+    (name,) = hand_over(folder, 1)
     result = run("stats", os.path.join(folder, name))
     assert result.returncode == 2
     assert "not a folder" in result.stderr
@@ -204,7 +204,7 @@ def test_monitor_once_with_ls_shows_the_folder_as_ls_does(folder, busy):
 
 
 def test_monitor_once_quiet_and_sample(folder):
-    publish(folder, 3)
+    hand_over(folder, 3)
     result = run("monitor", "--once", "-q", "--sample", "0.2", folder)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -224,12 +224,12 @@ def test_monitor_without_a_terminal_says_to_use_once(folder):
 
 
 def test_exporter_counts_what_is_handed_over_and_consumed(folder, exporters):
-    publish(folder, 4)  # there before: backlog, not counted as handed over
+    hand_over(folder, 4)  # there before: backlog, not counted as handed over
     exporter = exporters(folder)
     first = exporter.metrics()
     assert first[m("turbo_queue_backlog_items", folder)] == 4
     assert first[m("turbo_queue_batches_handed_over_total", folder)] == 0
-    publish(folder, 10, 20, 30)
+    hand_over(folder, 10, 20, 30)
     metrics = exporter.wait_for(lambda x: x[m("turbo_queue_batches_handed_over_total", folder)] == 3, "3 handed over")
     assert metrics[m("turbo_queue_items_handed_over_total", folder)] == 60
     assert metrics[m("turbo_queue_backlog_items", folder)] == 64
@@ -284,7 +284,7 @@ def test_exporter_waits_for_a_folder_that_does_not_exist_yet(tmp_path, exporters
     assert exporter.metrics()[m("turbo_queue_folder_exists", folder)] == 0
     os.mkdir(folder)
     exporter.wait_for(lambda x: x[m("turbo_queue_folder_exists", folder)] == 1, "the folder")
-    publish(folder, 6)
+    hand_over(folder, 6)
     metrics = exporter.wait_for(lambda x: x.get(m("turbo_queue_batches_handed_over_total", folder)) == 1, "a batch")
     assert metrics[m("turbo_queue_items_handed_over_total", folder)] == 6
     shutil.rmtree(folder)
@@ -315,7 +315,7 @@ def test_live_view_follows_a_pipeline_and_ends_on_ctrl_c(tmp_path, terminal, chi
     term.wait_for(has("no such folder (yet): waiting for it to appear"), "the waiting line")
     os.mkdir(folder)
     term.wait_for(has("files      loading 0   ready 0   chosen 0   bad 0"), "the empty folder")
-    names = publish(folder, 10, 20, 30)
+    names = hand_over(folder, 10, 20, 30)
     screen = term.wait_for(has("total 3 batches, 60 items"), "3 batches handed over")
     assert any("backlog    60 items in 3 batches" in line for line in screen)
     assert any(line.startswith("  handed over") and "items/s" in line for line in screen)
@@ -345,7 +345,7 @@ def test_live_view_follows_a_pipeline_and_ends_on_ctrl_c(tmp_path, terminal, chi
 
 
 def test_live_view_of_thousands_of_batches_fits_the_terminal(folder, terminal):
-    (one,) = publish(folder, 10)
+    (one,) = hand_over(folder, 10)
     epoch = one.split("_")[1]
     for _ in range(2999):
         shutil.copyfile(os.path.join(folder, one), os.path.join(folder, f"ready_{epoch}_{uuid.uuid4()}.db"))
@@ -392,7 +392,7 @@ def test_live_view_redraws_only_when_something_changed(folder, terminal):
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
 def test_live_view_in_tmux_as_a_person_sees_it(folder, tmp_path):
     """tmux is a real terminal emulator: what capture-pane shows is what a person sees."""
-    publish(folder, 10, 20)
+    hand_over(folder, 10, 20)
     tmux = ["tmux", "-L", f"turbo-queue-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
     env = dict(os.environ, LANG="C.UTF-8")
     status = tmp_path / "status"
@@ -455,7 +455,7 @@ def test_peek_shows_the_next_batch_without_taking_it(folder, codec):
 
 
 def test_peek_at_a_batch_a_consumer_is_reading(folder, children):
-    publish(folder, 40)
+    hand_over(folder, 40)
     consumer = children(CONSUMER, folder, ready="holding")  # 21 taken, 20 acknowledged in the file
     (chosen,) = listing(folder)["chosen"]
     result = run("peek", os.path.join(folder, chosen), "-n", "3")
@@ -494,7 +494,7 @@ def test_peek_refusals(folder, tmp_path, children):
 def test_permission_errors(unprivileged, shared_tmp):
     private = os.path.join(shared_tmp, "private")
     os.mkdir(private, 0o700)
-    publish(private, 3)
+    hand_over(private, 3)
     result = run("stats", private, user=unprivileged)
     assert result.returncode == 3
     assert result.stderr.strip().startswith(f"turbo-queue stats: {private}: permission denied")
@@ -503,7 +503,7 @@ def test_permission_errors(unprivileged, shared_tmp):
 
     readable = os.path.join(shared_tmp, "readable")
     os.mkdir(readable, 0o755)
-    (name,) = publish(readable, 4)
+    (name,) = hand_over(readable, 4)
     os.chmod(os.path.join(readable, name), 0o600)
     peek = run("peek", os.path.join(readable, name), user=unprivileged)
     assert peek.returncode == 3

@@ -17,7 +17,7 @@ from typing import Any, List
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer, _shard, recover
+from turbo_queue import Dequeuer, Enqueuer, _batchfile, recover
 from turbo_queue._codecs import get_codec
 
 from tests.support import drain, listing, read_batch
@@ -240,13 +240,13 @@ def test_the_crash_count_starts_again_when_a_consumer_got_further(folder):
     put(folder, list(range(50)))
     (name,) = listing(folder)["ready"]
     path = os.path.join(folder, name)
-    assert _shard.record_crash(path) == 1
-    assert _shard.record_crash(path) == 2
+    assert _batchfile.record_crash(path) == 1
+    assert _batchfile.record_crash(path) == 2
     conn = sqlite3.connect(path)
     conn.execute("UPDATE meta SET value = 10 WHERE key = 'acked'")
     conn.commit()
     conn.close()
-    assert _shard.record_crash(path) == 1
+    assert _batchfile.record_crash(path) == 1
     assert (meta_of(path)["crashes"], meta_of(path)["crashed_at"]) == (1, 10)
 
 
@@ -256,12 +256,12 @@ def test_max_crashes_is_the_number_of_crashes_at_one_item(folder, max_crashes):
     (name,) = listing(folder)["ready"]
     path = os.path.join(folder, name)
     for _ in range(max_crashes - 1):
-        _shard.record_crash(path)
+        _batchfile.record_crash(path)
     assert drain(folder) == list(range(30))  # below the limit: delivered
     put(folder, list(range(30)))
     (name,) = listing(folder)["ready"]
     for _ in range(max_crashes):
-        _shard.record_crash(os.path.join(folder, name))
+        _batchfile.record_crash(os.path.join(folder, name))
     with Dequeuer(folder, max_crashes=max_crashes) as consumer:
         assert take_all(consumer) == list(range(10, 30))
     assert len(listing(folder)["bad"]) == 1

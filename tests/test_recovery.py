@@ -1,7 +1,7 @@
 """recover(): what it does to each kind of file it may find, with real files, SQLite and processes.
 
 Orphans are made the way a dying process leaves them: a batch written with the package's own
-``ShardWriter`` whose lock is dropped without the hand-over rename, a consumer's ``chosen_`` file
+``BatchWriter`` whose lock is dropped without the hand-over rename, a consumer's ``chosen_`` file
 whose lock is dropped, and real child processes killed with SIGKILL in the middle of their work.
 """
 
@@ -17,7 +17,7 @@ from typing import List
 import pytest
 
 from turbo_queue import Enqueuer, RecoveryReport, recover
-from turbo_queue import _folder, _shard
+from turbo_queue import _folder, _batchfile
 from turbo_queue._codecs import get_codec
 
 from tests.support import digest, drain, listing, read_batch, run_python, snapshot
@@ -65,13 +65,13 @@ HOLD_FLOCK = """
 def test_orphaned_loading_file_with_committed_items_is_requeued_and_delivered(folder, durable):
     items = make_items("orphan", 250)
     batch = _folder.create(folder)
-    writer = _shard.ShardWriter(batch.path, PICKLE)
+    writer = _batchfile.BatchWriter(batch.path, PICKLE)
     for start in range(0, 250, 100):
         part = items[start : start + 100]
         writer.append(len(part), PICKLE.encode_many(part))
     writer.finish()
     name = batch.name.filename
-    batch.release()  # the producer "dies" after its commit, before the rename to ready_
+    batch.unlock()  # the producer "dies" after its commit, before the rename to ready_
     assert listing(folder)["loading"] == [name]
 
     report = recover(folder, durable=durable)
@@ -102,11 +102,11 @@ def test_orphaned_chosen_file_keeps_its_acknowledged_position(folder):
     # A consumer claims it, acknowledges 350 items (inside the fourth chunk) and dies.
     batch = _folder.take(folder, ready, _folder.READY, _folder.CHOSEN)
     assert batch is not None
-    reader = _shard.ShardReader(batch.path)
+    reader = _batchfile.BatchReader(batch.path)
     reader.save_acked(350)
     reader.close()
     chosen = batch.name.filename
-    batch.release()
+    batch.unlock()
 
     report = recover(folder)
 
@@ -234,11 +234,11 @@ def test_producer_killed_in_a_transaction_after_a_commit_keeps_exactly_what_was_
     producer = children(
         """
         import os, sqlite3, sys
-        from turbo_queue import _folder, _shard
+        from turbo_queue import _folder, _batchfile
         from turbo_queue._codecs import get_codec
         codec = get_codec("pickle")
         batch = _folder.create(sys.argv[1])
-        writer = _shard.ShardWriter(batch.path, codec)
+        writer = _batchfile.BatchWriter(batch.path, codec)
         for c in range(10):
             writer.append(100, codec.encode_many([{"tag": "committed", "i": i} for i in range(c * 100, c * 100 + 100)]))
         writer.finish()
@@ -416,7 +416,7 @@ def test_partial_file_of_a_live_producer_in_this_process_is_left_alone(folder):
 def test_newer_format_is_refused_and_left_untouched(folder, state):
     name = write_items(folder, make_items("next", 200), state=state)
     path = os.path.join(folder, name)
-    set_meta(path, "format", _shard.FORMAT_VERSION + 1)
+    set_meta(path, "format", _batchfile.FORMAT_VERSION + 1)
     before = snapshot(folder)
 
     report = recover(folder)
@@ -427,11 +427,11 @@ def test_newer_format_is_refused_and_left_untouched(folder, state):
 
 
 def test_newer_format_with_a_different_layout_is_refused_not_quarantined(folder):
-    """The version in ``meta`` decides, whatever tables a newer format has (DESIGN: shard contents)."""
+    """The version in ``meta`` decides, whatever tables a newer format has (docs/protocol.md: inside a batch file)."""
     name = write_items(folder, make_items("next", 200), state="loading")
     path = os.path.join(folder, name)
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (_shard.FORMAT_VERSION + 1,))
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (_batchfile.FORMAT_VERSION + 1,))
     conn.execute("ALTER TABLE items RENAME TO chunks")
     conn.close()
     before = snapshot(folder)
@@ -587,7 +587,7 @@ def test_dry_run_changes_nothing_and_the_report_lists_are_right(folder, children
     with open(os.path.join(folder, corrupt), "wb") as f:
         f.write(os.urandom(3000))
     newer = write_items(folder, make_items("n", 5), state="loading")
-    set_meta(os.path.join(folder, newer), "format", _shard.FORMAT_VERSION + 1)
+    set_meta(os.path.join(folder, newer), "format", _batchfile.FORMAT_VERSION + 1)
     held = write_items(folder, make_items("h", 5), state="loading")
     holder = children(HOLD_FLOCK, os.path.join(folder, held))
     holder.expect("locked")

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from turbo_queue import Dequeuer, recover, set_aside
-from turbo_queue import _shard
+from turbo_queue import _batchfile
 from turbo_queue.monitor import read_items
 
 from .support import listing
@@ -51,7 +51,7 @@ def test_a_failed_write_leaves_no_bad_file(folder, monkeypatch):
     def fail(self, n, data, crc=None):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(_shard.ShardWriter, "append", fail)
+    monkeypatch.setattr(_batchfile.BatchWriter, "append", fail)
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         set_aside(folder, list(range(10)), "why")
     assert listing(folder)["bad"] == [] and listing(folder)["ready"] == []

@@ -1,4 +1,4 @@
-"""turbo_queue: a file-sharded, crash-safe replacement for ``multiprocessing.Queue``.
+"""turbo_queue: a file-batched, crash-safe replacement for ``multiprocessing.Queue``.
 
 A queue is a folder; producers write batches of items into SQLite files of their own and
 consumers claim whole files by renaming them, so processes never wait on each other item by item.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from queue import Empty, Full
 
 from ._errors import (
+    BatchFormatError,
     BatchWriteError,
     NetworkFilesystemError,
     ShardFormatError,
@@ -26,6 +27,7 @@ from .supervisor import Supervisor
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    "BatchFormatError",
     "BatchWriteError",
     "Dequeue",
     "Dequeuer",

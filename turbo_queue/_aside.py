@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from . import _folder, _platform
 from ._codecs import Codec, get_codec
-from ._shard import ShardWriter
+from ._batchfile import BatchWriter
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -33,7 +33,7 @@ def write_bad(folder: str, codec: Codec, chunks: Iterable[RawChunk], meta: Dict[
     """
     aside = _folder.create(folder)
     try:
-        writer = ShardWriter(aside.path, codec, durable, meta=meta)
+        writer = BatchWriter(aside.path, codec, durable, meta=meta)
         try:
             for n, data, crc in chunks:
                 writer.append(n, data, crc)
@@ -43,7 +43,7 @@ def write_bad(folder: str, codec: Codec, chunks: Iterable[RawChunk], meta: Dict[
             raise
         aside.move(_folder.BAD, durable)
     finally:
-        aside.release()  # on a failure the loading_ file is an orphan: recovery removes or re-queues it
+        aside.unlock()  # on a failure the loading_ file is an orphan: recovery removes or re-queues it
     return aside.name.filename
 
 

@@ -17,7 +17,7 @@ class NetworkFilesystemError(TurboQueueError, OSError):
     """The queue folder is on a network filesystem, where flock and rename are not safe."""
 
 
-class ShardFormatError(TurboQueueError):
+class BatchFormatError(TurboQueueError):
     """A batch file has a format version this code does not know; the file is left untouched.
 
     ``path`` is the file, ``version`` the version it declares.
@@ -33,6 +33,10 @@ class ShardFormatError(TurboQueueError):
 
     def __reduce__(self) -> Tuple[Any, ...]:  # keep the attributes when the error crosses a process boundary
         return type(self), (self.path, self.version)
+
+
+#: The old name of ``BatchFormatError``, kept for code that catches it.
+ShardFormatError = BatchFormatError
 
 
 class BatchWriteError(TurboQueueError, OSError):

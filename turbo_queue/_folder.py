@@ -86,7 +86,7 @@ class Batch:
         if durable:
             _platform.fsync_folder(self.folder)
 
-    def release(self) -> None:
+    def unlock(self) -> None:
         """Drop the flock (closing the descriptor releases it; done last: R4)."""
         _held.discard(self)
         if self.fd >= 0:
@@ -105,7 +105,7 @@ _held: "weakref.WeakSet[Batch]" = weakref.WeakSet()
 
 def _let_go_after_fork() -> None:
     for batch in list(_held):
-        batch.release()
+        batch.unlock()
 
 
 os.register_at_fork(after_in_child=_let_go_after_fork)
@@ -228,24 +228,24 @@ def take(folder: str, filename: str, from_state: str, to_state: str) -> Optional
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            batch.release()
+            batch.unlock()
             return None
         if not _platform.try_lock(fd):
-            batch.release()
+            batch.unlock()
             raise Held(path)
         try:
             now = os.lstat(path)
             if (now.st_ino, now.st_dev) != (info.st_ino, info.st_dev):
-                batch.release()  # renamed away and back by its owner: not the file we locked
+                batch.unlock()  # renamed away and back by its owner: not the file we locked
                 return None
             if to_state != from_state:
                 batch.move(to_state)
         except FileNotFoundError:
-            batch.release()
+            batch.unlock()
             return None
         return batch
     except BaseException:
-        batch.release()
+        batch.unlock()
         raise
 
 

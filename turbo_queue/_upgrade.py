@@ -22,7 +22,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from . import _folder, _platform
 from ._codecs import get_codec
-from ._shard import ShardWriter
+from ._batchfile import BatchWriter
 
 #: Names 0.5.2 and 0.8.0 gave files that the current protocol does not use.
 OLD_NAME = re.compile(
@@ -115,7 +115,7 @@ def _write(folder: str, chunks: Iterator[List[bytes]], epoch: int, source: str, 
         return None
     batch = _folder.create(folder, epoch=epoch)
     try:
-        writer = ShardWriter(batch.path, get_codec(CODEC), durable, meta={"converted_from": source})
+        writer = BatchWriter(batch.path, get_codec(CODEC), durable, meta={"converted_from": source})
         try:
             for rows in (first, *chunks):
                 writer.append(len(rows), b"[" + b",".join(rows) + b"]")
@@ -126,7 +126,7 @@ def _write(folder: str, chunks: Iterator[List[bytes]], epoch: int, source: str, 
         batch.move(_folder.READY, durable)
         return batch.name.filename
     finally:
-        batch.release()  # after a failure the loading_ file is an orphan: recovery removes it
+        batch.unlock()  # after a failure the loading_ file is an orphan: recovery removes it
 
 
 def convert_unlocked(folder: str, filename: str, durable: bool = False) -> Optional[Tuple[str, Optional[str]]]:

@@ -11,11 +11,11 @@ import time
 from collections import deque
 from typing import Any, Deque, Dict, Iterator, List, NamedTuple, Optional, Set, Union
 
-from . import _aside, _folder, _lifecycle, _platform, _shard, _upgrade, _watch
+from . import _aside, _folder, _lifecycle, _platform, _batchfile, _upgrade, _watch
 from ._checks import check_timeout, positive_int, positive_number
 from ._counters import GOT, Counters
-from ._errors import ShardFormatError
-from ._shard import Chunk, ShardReader
+from ._errors import BatchFormatError
+from ._batchfile import Chunk, BatchReader
 from .recovery import recover
 
 log = logging.getLogger("turbo_queue")
@@ -37,7 +37,7 @@ class _Returned(NamedTuple):
     """
 
     batch: _folder.Batch
-    reader: ShardReader
+    reader: BatchReader
     acked: int
 
 
@@ -103,7 +103,7 @@ class Dequeuer:
         self._lock = threading.Lock()
         self._items: Deque[Any] = deque()  # decoded items not yet returned
         self._batch: Optional[_folder.Batch] = None
-        self._reader: Optional[ShardReader] = None
+        self._reader: Optional[BatchReader] = None
         self._taken = 0  # items of the claimed batch returned so far (its position)
         self._acked = 0  # auto_ack=False: items of the claimed batch acknowledged by ack()
         self._returned: List[_Returned] = []  # auto_ack=False: finished batches awaiting ack()
@@ -198,7 +198,7 @@ class Dequeuer:
             self._hand_back_returned()
             if self._reader is not None and self._acked != self._taken:
                 self._items.clear()  # decoded items not yet returned are read again from the file
-                self._release_batch()
+                self._hand_back_claimed()
 
     @property
     def unacknowledged(self) -> int:
@@ -222,7 +222,7 @@ class Dequeuer:
             try:
                 self._hand_back_returned()
             finally:
-                self._release_batch()
+                self._hand_back_claimed()
 
     @property
     def closed(self) -> bool:
@@ -315,11 +315,11 @@ class Dequeuer:
         self._next = chunk.first + chunk.n
         return True
 
-    def _next_chunk(self, reader: ShardReader) -> Optional[Chunk]:
+    def _next_chunk(self, reader: BatchReader) -> Optional[Chunk]:
         """The chunk holding the next item; None if it was set aside or the batch quarantined."""
         try:
             chunk = reader.chunk_at(self._next)
-        except _shard.DamagedChunk as exc:
+        except _batchfile.DamagedChunk as exc:
             if not self._items:  # else set it aside once the items before it are returned
                 self._set_aside(exc.chunk, "its checksum does not match: its bytes changed on disk")
             return None
@@ -354,11 +354,11 @@ class Dequeuer:
             if batch is None:
                 return False
             try:
-                reader = ShardReader(batch.path, self.durable)
-            except ShardFormatError as exc:
+                reader = BatchReader(batch.path, self.durable)
+            except BatchFormatError as exc:
                 log.error("turbo_queue: %s", exc)
                 batch.move(_folder.READY, self.durable)
-                batch.release()
+                batch.unlock()
                 self._skip.add(batch.name.filename)
                 continue
             except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
@@ -392,7 +392,7 @@ class Dequeuer:
             log.warning("turbo_queue: %s, a batch of turbo-queue 0.5.2/0.8.0: %s%s", name, outcome,
                         f" as {new}" if new else "")
         finally:
-            batch.release()
+            batch.unlock()
 
     def _finish_batch(self) -> None:
         """Every item was returned: delete the file if they were acknowledged, else keep it for ``ack()``."""
@@ -404,13 +404,13 @@ class Dequeuer:
         else:
             self._returned.append(_Returned(batch, reader, self._acked))
 
-    def _delete(self, batch: _folder.Batch, reader: ShardReader) -> None:
+    def _delete(self, batch: _folder.Batch, reader: BatchReader) -> None:
         """Delete a batch whose items were all acknowledged, then drop its lock."""
         try:
             reader.close()
             batch.remove(self.durable)
         finally:
-            batch.release()
+            batch.unlock()
 
     def _check_explicit(self, call: str) -> None:
         if self._closed:
@@ -458,7 +458,7 @@ class Dequeuer:
         # else a position past the chunk would acknowledge the items returned before it: after a
         # crash or nack() the chunk is set aside once more (a second bad_ file), and nothing is lost
 
-    def _save_position(self, reader: ShardReader, position: Optional[int] = None) -> None:
+    def _save_position(self, reader: BatchReader, position: Optional[int] = None) -> None:
         """Record the acknowledged position (``position``, else the claimed batch's); a failure is not fatal.
 
         A failure (disk full, a read-only file) is logged once per batch.
@@ -485,11 +485,11 @@ class Dequeuer:
             self._reader.close()
         name = batch.name.filename
         batch.move(_folder.BAD, self.durable)
-        batch.release()
+        batch.unlock()
         log.error("turbo_queue: %s: %s; kept as %s for a person to look at", name, reason, batch.name.filename)
         self._batch, self._reader = None, None  # items decoded before the bad chunk are still returned
 
-    def _release_batch(self) -> None:
+    def _hand_back_claimed(self) -> None:
         """Hand back the claimed batch at its acknowledged position."""
         batch, reader = self._batch, self._reader
         if batch is None or reader is None:
@@ -497,7 +497,7 @@ class Dequeuer:
         self._batch, self._reader = None, None
         self._hand_back(batch, reader, self._taken if self.auto_ack else self._acked)
 
-    def _hand_back(self, batch: _folder.Batch, reader: ShardReader, position: int) -> None:
+    def _hand_back(self, batch: _folder.Batch, reader: BatchReader, position: int) -> None:
         """Record ``position``, close SQLite, rename to ``ready_`` (or delete if all acknowledged), unlock."""
         try:
             if position >= reader.count:
@@ -507,12 +507,12 @@ class Dequeuer:
             if position != reader.acked:
                 self._save_position(reader, position)
             reader.close()
-            if _shard.has_journal(batch.path):  # a failed save left one (R1): recovery rolls it back in place
+            if _batchfile.has_journal(batch.path):  # a failed save left one (R1): recovery rolls it back in place
                 log.error("turbo_queue: %s has a journal beside it; left as chosen_ for recover()", batch.path)
                 return
             batch.move(_folder.READY, self.durable)
         finally:
-            batch.release()  # whatever failed, never keep the lock: recover() then re-queues the file
+            batch.unlock()  # whatever failed, never keep the lock: recover() then re-queues the file
 
     def _close_at_exit(self) -> None:
         self.close()

@@ -15,7 +15,7 @@ from ._checks import check_timeout, positive_int, positive_number
 from ._codecs import get_codec
 from ._counters import PUT, Counters
 from ._errors import BatchWriteError
-from ._shard import ShardWriter
+from ._batchfile import BatchWriter
 
 log = logging.getLogger("turbo_queue")
 
@@ -94,7 +94,7 @@ class Enqueuer:
         self._encode = self._codec.encode
         self._pending: List[bytes] = []  # encoded items not yet written to the batch file
         self._batch: Optional[_folder.Batch] = None
-        self._writer: Optional[ShardWriter] = None
+        self._writer: Optional[BatchWriter] = None
         self._batch_items = 0  # items in this batch, pending ones included
         self._deadline: Optional[float] = None  # when the batch must roll
         self._last_call: float = float("-inf")  # when the timer must roll, whatever waits (see _run_timer)
@@ -238,7 +238,7 @@ class Enqueuer:
         try:
             if self._writer is None:
                 self._batch = _folder.create(self.folder)
-                self._writer = ShardWriter(self._batch.path, self._codec, self.durable)
+                self._writer = BatchWriter(self._batch.path, self._codec, self.durable)
             self._writer.append(n, data)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail(exc, "writing") from exc
@@ -256,7 +256,7 @@ class Enqueuer:
             batch.move(_folder.READY, self.durable)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail(exc, "handing over") from exc
-        batch.release()
+        batch.unlock()
         self._batch, self._writer = None, None
         self._batch_items = 0
         self._deadline = None
@@ -286,7 +286,7 @@ class Enqueuer:
                         os.unlink(self._batch.path + suffix)
                     except OSError:
                         pass  # none: the usual case
-            self._batch.release()
+            self._batch.unlock()
         self._batch, self._writer, self._pending = None, None, []
         self._batch_items, self._deadline = 0, None
         return BatchWriteError(

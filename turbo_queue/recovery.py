@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
-from . import _folder, _platform, _shard, _upgrade
+from . import _folder, _platform, _batchfile, _upgrade
 
 log = logging.getLogger("turbo_queue")
 
@@ -121,13 +121,13 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
             log.warning("turbo_queue: %s is not writable by this user; left for its owner's recover()", path)
             report.refused.append(name)
             return
-        found = _shard.inspect(batch.path)
+        found = _batchfile.inspect(batch.path)
         _remove_ignored_journal(batch.path)
         crashes = _record_crash(batch.path, durable) if found.state == "ok" and state == _folder.CHOSEN else 0
         if found.state == "newer":
             log.error("turbo_queue: %s; recovery left it as it is", found.detail)
             report.refused.append(name)
-        elif _shard.has_journal(batch.path):
+        elif _batchfile.has_journal(batch.path):
             log.error("turbo_queue: %s still has a journal beside it after recovery; left as it is", batch.path)
             report.refused.append(name)
         elif found.state == "old":
@@ -149,7 +149,7 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
             )
             report.requeued.append(name)
     finally:
-        batch.release()
+        batch.unlock()
 
 
 def _record_crash(path: str, durable: bool) -> int:
@@ -159,7 +159,7 @@ def _record_crash(path: str, durable: bool) -> int:
     re-queued either way. Returns the count, 0 when it could not be recorded.
     """
     try:
-        return _shard.record_crash(path, durable)
+        return _batchfile.record_crash(path, durable)
     except sqlite3.Error as exc:
         log.warning("turbo_queue: could not count the crash of the consumer of %s (%s)", path, exc)
         return 0

@@ -8,9 +8,9 @@ in :mod:`tools.faults` and used from here, so that both judge a folder the same 
 
 from __future__ import annotations
 
-from .folders import digest, drain, listing, publish, read_batch, snapshot, until_none
+from .folders import digest, drain, hand_over, listing, read_batch, snapshot, until_none
 from .processes import DEADLINE, Child, run_python
 from .waiting import wait_for
 
-__all__ = ["DEADLINE", "Child", "digest", "drain", "listing", "publish", "read_batch", "run_python", "snapshot",
+__all__ = ["DEADLINE", "Child", "digest", "drain", "hand_over", "listing", "read_batch", "run_python", "snapshot",
            "until_none", "wait_for"]

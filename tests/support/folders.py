@@ -8,10 +8,10 @@ from turbo_queue import Enqueuer
 from tools.faults.folder import digest, drain, read_batch, snapshot
 from tools.faults.folder import groups as listing
 
-__all__ = ["digest", "drain", "listing", "publish", "read_batch", "snapshot", "until_none"]
+__all__ = ["digest", "drain", "hand_over", "listing", "read_batch", "snapshot", "until_none"]
 
 
-def publish(folder: str, *sizes: int, codec: str = "pickle", start: int = 0) -> List[str]:
+def hand_over(folder: str, *sizes: int, codec: str = "pickle", start: int = 0) -> List[str]:
     """Hand over one batch of each size (items numbered on from ``start``); their ready_ names."""
     before = set(listing(folder)["ready"])
     with Enqueuer(folder, max_batch_delay=3600, chunk_size=10, codec=codec) as enqueuer:

@@ -120,7 +120,7 @@ def _disk_full_run(mount: str, rng: random.Random, run: Run) -> None:
 @scenario("disk_full", "6. disk full (small tmpfs: blocks, inodes)")
 def scenario_disk_full(ctx: Context, result: Result) -> None:
     """6. A producer fills a small tmpfs (blocks or inodes): a typed BatchWriteError, nothing partial
-    published, consumers go on on the full disk, and the same producer works once space is freed."""
+    handed over, consumers go on on the full disk, and the same producer works once space is freed."""
     rng = ctx.rng
     for run in ctx.each_run(result, 20, 4, 60):
         inodes = rng.choice([None, None, 14])
@@ -138,7 +138,7 @@ INJECTED_ERRORS = (("pwrite64", "ENOSPC"), ("pwrite64", "EIO"), ("rename", "ENOS
 @scenario("failed_writes", "6. failed writes injected (ENOSPC, EIO)")
 def scenario_failed_writes(ctx: Context, result: Result) -> None:
     """6. The N-th call of a write-path system call fails (ENOSPC, EIO, injected by strace): the
-    producer gets BatchWriteError, publishes nothing of that batch, leaves nothing behind, and its
+    producer gets BatchWriteError, hands over nothing of that batch, leaves nothing behind, and its
     next batches go through."""
     rng = ctx.rng
     points: Dict[bool, KillPoints] = {}

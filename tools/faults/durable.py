@@ -99,7 +99,7 @@ def check_durable_trace(calls: List[Call], folder: str, marker: str) -> Tuple[Li
     A crash can come between any two calls, and after power loss only what was fsynced is sure
     to be there. So at every point of the sequence: a ready_ name never exists for a file with
     writes not yet fsynced, or with a journal beside it (R1); a claim takes the flock before its
-    rename; the rename that publishes a batch or hands it back, and the unlink that deletes one,
+    rename; the rename that hands a batch over or back, and the unlink that deletes one,
     are followed by an fsync of the folder before the call that made them returns (the marker
     the program writes after each call); the flock is released only after SQLite closed the file
     (R4). ``summary`` is the sequence for the first batch, for a person to read.
@@ -173,10 +173,10 @@ def check_durable_trace(calls: List[Call], folder: str, marker: str) -> Tuple[Li
             _, new_state, _ = _batch_of(call.paths[1])
             if new_state == _folder.READY:
                 if dirty[uid]:
-                    problems.append(f"call {call.index}: {os.path.basename(call.paths[1])} was published with writes "
+                    problems.append(f"call {call.index}: {os.path.basename(call.paths[1])} was handed over with writes "
                                     f"not yet fsynced: after power loss the ready_ file may not be whole")
                 if journal[uid]:
-                    problems.append(f"call {call.index}: {os.path.basename(call.paths[1])} was published with a "
+                    problems.append(f"call {call.index}: {os.path.basename(call.paths[1])} was handed over with a "
                                     f"journal beside it (R1)")
             if new_state == _folder.CHOSEN and not any(u == uid and pid == call.pid for (pid, _), u in locks.items()):
                 problems.append(f"call {call.index}: a claim renamed {uid} before taking its flock")

@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import List
 
-from turbo_queue import _folder, _shard, recover
+from turbo_queue import _folder, _batchfile, recover
 
 from .context import Context, scenario
 from .folder import batch_name, drain, groups, integrity, raw_meta, set_meta, snapshot, write_batch
@@ -50,7 +50,7 @@ def damage(path: str, kind: str, rng: random.Random) -> None:
         with open(path, "r+b") as f:
             f.write(os.urandom(100))
     elif kind == "newer":
-        set_meta(path, "format", _shard.FORMAT_VERSION + 1)
+        set_meta(path, "format", _batchfile.FORMAT_VERSION + 1)
     elif kind == "count":
         count = int(raw_meta(path)["count"])
         set_meta(path, "count", rng.choice([count - rng.randint(1, count), count + rng.randint(1, 50)]))

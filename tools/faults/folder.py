@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from turbo_queue import Dequeuer, _folder, _shard
+from turbo_queue import Dequeuer, _folder, _batchfile
 from turbo_queue._codecs import get_codec
 from turbo_queue.monitor import read_items
 
@@ -159,7 +159,7 @@ def write_items(folder: str, items: Sequence[object], state: str, *, acked: int 
     that died after its last commit leaves it; its file name. ``epoch``, if given, is the time in its name."""
     codec = get_codec("pickle")
     batch = _folder.create(folder)
-    writer = _shard.ShardWriter(batch.path, codec)
+    writer = _batchfile.BatchWriter(batch.path, codec)
     for start in range(0, len(items), chunk):
         part = items[start:start + chunk]
         writer.append(len(part), codec.encode_many(part))
@@ -172,7 +172,7 @@ def write_items(folder: str, items: Sequence[object], state: str, *, acked: int 
         batch.name = older
     if state != _folder.LOADING:
         batch.move(state)
-    batch.release()
+    batch.unlock()
     return batch.name.filename
 
 

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from typing import Dict, List, Optional, Tuple
 
-from turbo_queue import Dequeuer, Enqueuer, _folder, _shard, recover
+from turbo_queue import Dequeuer, Enqueuer, _folder, _batchfile, recover
 from turbo_queue._codecs import get_codec
 
 from .context import Context, Run, scenario
@@ -30,7 +30,7 @@ def _hot_journal(folder: str, ids: List[int], ready) -> None:
     """Commit ``ids`` into a loading_ file, then start a transaction that spills pages and wait to be killed."""
     codec = get_codec("pickle")
     batch = _folder.create(folder)
-    writer = _shard.ShardWriter(batch.path, codec)
+    writer = _batchfile.BatchWriter(batch.path, codec)
     for start in range(0, len(ids), 100):
         writer.append(len(ids[start:start + 100]), codec.encode_many([{"id": i} for i in ids[start:start + 100]]))
     writer.finish()
@@ -81,7 +81,7 @@ def make_orphans(folder: str, rng: random.Random, hot: bool) -> Tuple[collection
         kinds["bad"] += 1
     if rng.random() < 0.3:
         name = write_batch(folder, ids(20), _folder.LOADING)
-        set_meta(os.path.join(folder, name), "format", _shard.FORMAT_VERSION + 1)
+        set_meta(os.path.join(folder, name), "format", _batchfile.FORMAT_VERSION + 1)
         kinds["newer"] += 1
     if rng.random() < 0.5:
         hidden = _folder.CREATING + batch_name("loading")[len("loading_"):]

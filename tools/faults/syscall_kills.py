@@ -56,7 +56,7 @@ def child_produce(p: dict) -> None:
             os.write(fd, b"ok %d\n" % k)
         except BatchWriteError as exc:
             os.write(fd, b"failed %d %d\n" % (k, exc.items))
-            if queue_.pending:  # the rest of a segment whose first part failed: never published
+            if queue_.pending:  # the rest of a segment whose first part failed: never handed over
                 raise AssertionError(f"{queue_.pending} items pending after a BatchWriteError") from exc
     queue_.close()
     os.write(fd, b"closed\n")
@@ -127,12 +127,12 @@ def check_plan(run: Run, plan: dict, report: str) -> None:
             continue
         if [item["i"] for item in batch] != list(range(plan["segments"][k])):
             run.fail(f"{name} holds {len(batch)} items of segment {k}, which has {plan['segments'][k]}: "
-                     f"part of a batch was published")
+                     f"part of a batch was handed over")
         if k in present:
             duplicated += len(batch)
             run.fail(f"segment {k} is in {present[k]} and {name}")
         if k in failed:
-            run.fail(f"segment {k} failed (BatchWriteError) but was published in {name}")
+            run.fail(f"segment {k} failed (BatchWriteError) but was handed over in {name}")
         present[k] = name
     missing = sorted(handed_over - set(present))
     record(run.result, run.label, items=items, lost=sum(plan["segments"][k] for k in missing), duplicated=duplicated,

@@ -32,7 +32,7 @@ COMMANDS = (demo, recover, monitor, stats, exporter, peek, kafka_source, kafka_s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="turbo-queue", description="A crash-safe, file-sharded queue for many processes.",
+        prog="turbo-queue", description="A crash-safe, file-batched queue for many processes.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

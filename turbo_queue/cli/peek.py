@@ -10,7 +10,7 @@ import stat
 import sys
 
 from .. import _folder
-from .._errors import ShardFormatError
+from .._errors import BatchFormatError
 from . import _exit
 from ._args import add_command, positive_int
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     except PermissionError:
         print(f"turbo-queue peek: {path}: permission denied", file=sys.stderr)
         return _exit.PERMISSION
-    except (OSError, sqlite3.Error, ShardFormatError) as exc:
+    except (OSError, sqlite3.Error, BatchFormatError) as exc:
         print(f"turbo-queue peek: {path}: {describe_error(exc)}", file=sys.stderr)
         return _exit.BAD_DATA
     except Exception as exc:  # decoding runs the codec on the file's bytes: any error means "undecodable"

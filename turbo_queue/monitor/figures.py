@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Set, Tuple
 
 from .. import _folder
-from .._errors import ShardFormatError
+from .._errors import BatchFormatError
 from .connectors import ConnectorStatus, read_connectors
 from .holders import holders
 from .reading import describe_error, read_counts
@@ -203,7 +203,7 @@ class QueueTracker:
         """Read ``name``'s count and position into ``batch``; credit newly acknowledged items."""
         try:
             found = read_counts(os.path.join(self.folder, name))
-        except (OSError, sqlite3.Error, ShardFormatError, ValueError, TypeError) as exc:
+        except (OSError, sqlite3.Error, BatchFormatError, ValueError, TypeError) as exc:
             problem = f"{name}: {describe_error(exc)}"
             problems.append(problem)
             if problem not in self._reported:

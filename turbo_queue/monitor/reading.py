@@ -15,8 +15,8 @@ import stat
 import urllib.parse
 from typing import Any, List, Optional, Tuple
 
-from .. import _shard
-from .._errors import ShardFormatError
+from .. import _batchfile
+from .._errors import BatchFormatError
 
 
 def _connect_read_only(path: str) -> sqlite3.Connection:
@@ -56,15 +56,15 @@ def _open_batch(path: str) -> sqlite3.Connection:
         raise
 
 
-def read_meta(path: str) -> _shard.Meta:
+def read_meta(path: str) -> _batchfile.Meta:
     """The ``meta`` table of a batch file, read without a lock.
 
-    Raises OSError (missing, unreadable, not a regular file), ShardFormatError (a newer format)
+    Raises OSError (missing, unreadable, not a regular file), BatchFormatError (a newer format)
     or sqlite3.DatabaseError (not a batch file).
     """
     conn = _open_batch(path)
     try:
-        return _shard.read_meta(conn, path)
+        return _batchfile.read_meta(conn, path)
     finally:
         conn.close()
 
@@ -72,7 +72,7 @@ def read_meta(path: str) -> _shard.Meta:
 def read_counts(path: str) -> Optional[Tuple[int, int]]:
     """(count, acked) of a batch file; None when it moved on or is being written (a journal beside
     it: its consumer is recording its position, so read it later). Errors as ``read_meta``."""
-    if _shard.has_journal(path):
+    if _batchfile.has_journal(path):
         return None
     try:
         meta = read_meta(path)
@@ -81,15 +81,15 @@ def read_counts(path: str) -> Optional[Tuple[int, int]]:
     return int(meta["count"]), int(meta["acked"])
 
 
-def read_items(path: str, limit: int) -> Tuple[_shard.Meta, List[Any]]:
+def read_items(path: str, limit: int) -> Tuple[_batchfile.Meta, List[Any]]:
     """Meta and the first ``limit`` unacknowledged items of a batch, without a lock.
 
-    Same errors as ``read_meta``; ``_shard.DamagedChunk`` for a chunk whose checksum does not match;
+    Same errors as ``read_meta``; ``_batchfile.DamagedChunk`` for a chunk whose checksum does not match;
     ValueError or any error of the codec for an undecodable chunk.
     """
     conn = _open_batch(path)
     try:
-        return _shard.unacknowledged(conn, path, limit)
+        return _batchfile.unacknowledged(conn, path, limit)
     finally:
         conn.close()
 
@@ -98,9 +98,9 @@ def describe_error(exc: BaseException) -> str:
     """A short reason for a file that could not be read."""
     if isinstance(exc, PermissionError):
         return "permission denied"
-    if isinstance(exc, ShardFormatError):
+    if isinstance(exc, BatchFormatError):
         return f"batch format version {exc.version!r} is newer than this turbo_queue reads"
-    if isinstance(exc, _shard.DamagedChunk):
+    if isinstance(exc, _batchfile.DamagedChunk):
         return str(exc).split(": ", 1)[-1]
     if isinstance(exc, sqlite3.DatabaseError):
         return f"not a turbo_queue batch file ({exc})"

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
-from .._errors import ShardFormatError
+from .._errors import BatchFormatError
 from .figures import QueueFigures, QueueTracker
 from .reading import read_counts
 
@@ -265,7 +265,7 @@ def _counts_of_moving(folder: str, name: str) -> Optional[Tuple[int, int]]:
     for candidate in names:
         try:
             found = read_counts(os.path.join(folder, candidate))
-        except (OSError, sqlite3.Error, ShardFormatError, ValueError, TypeError):
+        except (OSError, sqlite3.Error, BatchFormatError, ValueError, TypeError):
             return None  # reported when the tracker reads it
         if found is not None:
             return found

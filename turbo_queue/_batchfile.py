@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from ._codecs import Codec, get_codec
-from ._errors import ShardFormatError
+from ._errors import BatchFormatError
 
 #: A batch's meta table by key: SQLite values (int, float, str, bytes or None), as stored.
 Meta = Dict[str, Any]
@@ -65,7 +65,7 @@ def created_by() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class ShardWriter:
+class BatchWriter:
     """Fills a new batch file. Everything is one transaction, committed by ``finish``."""
 
     def __init__(
@@ -140,7 +140,7 @@ def _columns(version: object) -> str:
     return "first, n, data, crc" if version != 1 else "first, n, data"
 
 
-class ShardReader:
+class BatchReader:
     """Reads a batch file that this process holds, and records the acknowledged position.
 
     Its reads share one read transaction, ended only to record a position: SQLite then takes its
@@ -210,11 +210,11 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def read_meta(conn: sqlite3.Connection, path: str) -> Meta:
-    """The meta table as a dict; ShardFormatError for a version this code does not know."""
+    """The meta table as a dict; BatchFormatError for a version this code does not know."""
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     version = meta.get("format")
     if version not in READABLE_VERSIONS:
-        raise ShardFormatError(path, version)
+        raise BatchFormatError(path, version)
     for key in ("codec", "count", "acked"):
         if key not in meta:
             raise sqlite3.DatabaseError(f"{path}: meta table has no {key!r}")
@@ -251,7 +251,7 @@ def inspect(path: str) -> Inspection:
         if "meta" in tables:  # the version first: a newer format may lay its tables out otherwise
             version = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if version is not None and version[0] not in READABLE_VERSIONS:
-                return Inspection("newer", detail=str(ShardFormatError(path, version[0])))
+                return Inspection("newer", detail=str(BatchFormatError(path, version[0])))
         if "logs" in tables and "meta" not in tables:
             return Inspection("old", detail="a batch of turbo-queue 0.5.2 or 0.8.0")
         if not {"meta", "items"} <= tables:
@@ -273,7 +273,7 @@ def has_journal(path: str) -> bool:
 
 
 def chunks_from(conn: sqlite3.Connection, path: str, meta: Meta, position: int) -> Iterator[Chunk]:
-    """The chunks holding items ``position`` onwards, checked as ``ShardReader.chunk_at`` does."""
+    """The chunks holding items ``position`` onwards, checked as ``BatchReader.chunk_at`` does."""
     rows = conn.execute(f"SELECT {_columns(meta['format'])} FROM items WHERE first + n > ? ORDER BY first", (position,))
     for row in rows:
         yield _chunk(path, row)

@@ -602,8 +602,9 @@ def test_dry_run_changes_nothing_and_the_report_lists_are_right(folder, children
 
     assert snapshot(folder) == before, "dry_run must change nothing"
     assert dry.dry_run is True
-    # Without opening files, every free loading_/chosen_ is listed as it would be re-queued.
-    assert_report(dry, requeued=[with_data, chosen, zero, corrupt, newer], removed=[creating], live=[held])
+    # The same decision as the real run below, made on private copies of the files.
+    assert_report(dry, requeued=[with_data, chosen], removed=[zero, creating], quarantined=[corrupt],
+                  refused=[newer], live=[held])
 
     report = recover(folder)
 

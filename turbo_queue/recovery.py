@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import stat
+import tempfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from . import _folder, _platform, _batchfile, _upgrade
 
@@ -53,8 +55,9 @@ def recover(folder: PathLike, *, dry_run: bool = False, durable: bool = False) -
 
     Files left by turbo-queue 0.5.2 or 0.8.0 (their own names, or an orphan of the old layout
     under a protocol name) are converted to the current format and handed over (``converted``).
-    With ``dry_run`` nothing is opened or moved: the report lists the orphans as they would be
-    re-queued (a check of their contents may still send some to ``bad_`` or remove empty ones).
+    With ``dry_run`` nothing in the folder changes: each orphan (and its journal) is copied to a
+    private temporary folder and the same decision is made on the copy, so the report says what
+    a real run would do.
     A missing folder is an empty one.
     """
     _platform.require_flock()
@@ -93,13 +96,7 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
         report.refused.append(name)
         return
     if report.dry_run:
-        try:
-            held = _platform.is_locked(path)
-        except PermissionError:  # a file of another user that this one may not open: not ours to judge
-            report.refused.append(name)
-            return
-        if held is not None:
-            (report.live if held else report.requeued).append(name)
+        _dry_run_batch(folder, name, state, report)
         return
     try:
         batch = _folder.take(folder, name, state, state)
@@ -121,22 +118,21 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
             log.warning("turbo_queue: %s is not writable by this user; left for its owner's recover()", path)
             report.refused.append(name)
             return
-        found = _batchfile.inspect(batch.path)
-        _remove_ignored_journal(batch.path)
-        crashes = _record_crash(batch.path, durable) if found.state == "ok" and state == _folder.CHOSEN else 0
-        if found.state == "newer":
+        found, decision = _decide(batch.path)
+        crashes = _record_crash(batch.path, durable) if decision == "requeue" and state == _folder.CHOSEN else 0
+        if decision == "newer":
             log.error("turbo_queue: %s; recovery left it as it is", found.detail)
             report.refused.append(name)
-        elif _batchfile.has_journal(batch.path):
+        elif decision == "journal":
             log.error("turbo_queue: %s still has a journal beside it after recovery; left as it is", batch.path)
             report.refused.append(name)
-        elif found.state == "old":
+        elif decision == "old":
             _convert_held(batch, name, report, durable)
-        elif found.state == "corrupt":
+        elif decision == "corrupt":
             batch.move(_folder.BAD, durable)
             log.error("turbo_queue: %s failed its check (%s); kept as %s", name, found.detail, batch.name.filename)
             report.quarantined.append(name)
-        elif found.state == "empty":
+        elif decision == "empty":
             batch.remove(durable)
             log.info("turbo_queue: removed %s, an orphan holding no unacknowledged items", name)
             report.removed.append(name)
@@ -150,6 +146,63 @@ def _recover_batch(folder: str, name: str, state: str, report: RecoveryReport, d
             report.requeued.append(name)
     finally:
         batch.unlock()
+
+
+def _decide(path: str) -> Tuple[_batchfile.Inspection, str]:
+    """What recovery does with the orphan at ``path`` (held by the caller): the one place it is decided.
+
+    Opens the file (SQLite rolls back a hot journal), checks it, removes a journal SQLite ignores;
+    then "newer", "journal" (one is still beside it), "old", "corrupt", "empty" or "requeue".
+    A dry run calls it on a private copy of the file and its journal, so the real ones stay as they are.
+    """
+    found = _batchfile.inspect(path)
+    _remove_ignored_journal(path)
+    if found.state == "newer":
+        return found, "newer"
+    if _batchfile.has_journal(path):
+        return found, "journal"
+    return found, {"old": "old", "corrupt": "corrupt", "empty": "empty"}.get(found.state, "requeue")
+
+
+def _dry_run_batch(folder: str, name: str, state: str, report: RecoveryReport) -> None:
+    """What ``_recover_batch`` would do with ``name``, decided by ``_decide`` on a private copy."""
+    path = os.path.join(folder, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError:  # a file of another user that this one may not open: not ours to judge
+        report.refused.append(name)
+        return
+    try:
+        if not _platform.try_lock(fd):  # its owner is alive
+            report.live.append(name)
+            return
+        # Held while copying: no recovery can move it meanwhile, and its owner is gone.
+        with tempfile.TemporaryDirectory(prefix="turbo_queue-dry-run-") as private:
+            copy = os.path.join(private, name)
+            try:
+                shutil.copyfile(path, copy)
+                for suffix in ("-journal", "-wal"):
+                    if os.path.lexists(path + suffix):
+                        shutil.copyfile(path + suffix, copy + suffix)
+            except OSError as exc:
+                log.warning("turbo_queue: cannot copy %s to look at it (%s); left out of the dry run", path, exc)
+                report.refused.append(name)
+                return
+            found, decision = _decide(copy)
+    finally:
+        os.close(fd)
+    if decision == "old":
+        report.converted.append(name)
+    elif decision == "corrupt":
+        report.quarantined.append(name)
+    elif decision == "empty":
+        report.removed.append(name)
+    elif decision == "requeue":
+        report.requeued.append(name)
+    else:
+        report.refused.append(name)
 
 
 def _record_crash(path: str, durable: bool) -> int:

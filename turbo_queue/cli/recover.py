@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -26,7 +27,13 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.folder):
         print(f"turbo-queue recover: {args.folder}: no such folder", file=sys.stderr)
         return _exit.USAGE
-    report = recover(args.folder, dry_run=args.dry_run)
+    library = logging.getLogger("turbo_queue")
+    if not args.verbose:  # the report below says each thing once; -v adds the library's own lines
+        library.setLevel(logging.CRITICAL)
+    try:
+        report = recover(args.folder, dry_run=args.dry_run)
+    finally:
+        library.setLevel(logging.NOTSET)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return _exit.OK

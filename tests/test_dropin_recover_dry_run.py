@@ -1,16 +1,16 @@
 """``turbo-queue recover --dry-run`` says what ``recover`` will do, and changes nothing.
 
-Self-contained: nothing is imported from conftest or other test modules.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+
+from tests.support import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -20,11 +20,6 @@ UID = "00000000-0000-4000-8000-0000000000{:02d}"
 def recover(folder: str, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "turbo_queue", "recover", folder, *options], capture_output=True,
                           text=True, timeout=60, env=ENV)
-
-
-def snapshot(folder: str) -> dict:
-    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
-            for name in sorted(os.listdir(folder))}
 
 
 def orphans(folder: str) -> None:

@@ -1,6 +1,4 @@
-"""``turbo-queue recover --dry-run`` says what ``recover`` will do, and changes nothing.
-
-"""
+"""``turbo-queue recover --dry-run`` says what ``recover`` will do, and changes nothing."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.support.supervised import wait_for
-from turbo_queue import Dequeuer, Enqueuer
+from turbo_queue import Dequeuer, Enqueuer, recover
 from turbo_queue.kafka import Message, Worker, batched
 from turbo_queue.kafka.worker import ERROR_HEADER, ORIGIN_HEADER, outputs
 from turbo_queue.monitor import read_items, read_meta
@@ -83,8 +83,10 @@ def drained(folder: str) -> bool:
 
 def supervise(in_folder: str, out_folder: str, function: Any, count: int = 2, **settings: Any) -> Supervisor:
     supervisor = Supervisor(min_backoff=0.05)
+    # As the pipeline does: a dead worker's batches are put back at once, not at the next
+    # worker's recover_every.
     supervisor.add_group("worker", run_worker, count, args=(in_folder, out_folder, function, settings),
-                         drained=lambda: drained(in_folder))
+                         drained=lambda: drained(in_folder), on_death=lambda name, code: recover(in_folder))
     return supervisor
 
 

@@ -19,7 +19,7 @@ from . import _counters, _lifecycle, _platform
 from ._checks import check_timeout
 from ._counters import DONE
 from .consumer import Dequeuer
-from .producer import Enqueuer
+from .producer import CHUNK_BYTES, Enqueuer
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -49,6 +49,7 @@ class Queue:
         batch_size: int = 10_000,
         max_batch_delay: float = 0.025,
         chunk_size: int = 100,
+        chunk_bytes: int = CHUNK_BYTES,
         codec: str = "pickle",
         durable: bool = False,
         ack_every: int = 1000,
@@ -58,7 +59,7 @@ class Queue:
             raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
         self._settings: Dict[str, Any] = {
             "batch_size": batch_size, "max_batch_delay": max_batch_delay, "chunk_size": chunk_size,
-            "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
+            "chunk_bytes": chunk_bytes, "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
         }
         self._ack_every = ack_every
         Enqueuer.check_settings(**self._settings)

@@ -25,9 +25,12 @@ every other file, and refuse these clearly (a version they do not know).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import sqlite3
+import stat
+import urllib.parse
 import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
@@ -394,3 +397,48 @@ def record_crash(path: str, durable: bool = False) -> int:
         return crashes
     finally:
         conn.close()
+
+
+# -- reading without a lock (the monitor, turbo-queue peek, Dequeuer.peek) ---------------------------
+
+
+def connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that never writes and never locks (``immutable``).
+
+    A plain read-only connection takes a shared lock while it reads: a consumer that records its
+    position at that instant has to wait for it, and fails with "database is locked" once its busy
+    timeout runs out. ``immutable`` also means SQLite ignores a journal beside the file, so a read
+    that races a consumer's write of its position may see a torn page: callers skip a file with a
+    journal, and treat an error as "try again later". A ``loading_`` file should not be read: its
+    producer is writing it.
+    """
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    limit_length(conn)
+    return conn
+
+
+def _require_regular(path: str) -> None:
+    """OSError unless ``path`` is a regular file (a FIFO would hang SQLite's open; a symlink is
+    never followed, as the protocol says)."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        raise OSError(errno.EINVAL, f"{kind}, so not a batch file", path)
+
+
+def open_read_only(path: str) -> sqlite3.Connection:
+    """A lock-free read-only connection to the batch file ``path`` (``connect_read_only``).
+
+    Raises FileNotFoundError (also when the file moved on while SQLite opened it),
+    PermissionError, OSError (not a regular file) or sqlite3.Error.
+    """
+    _require_regular(path)
+    with open(path, "rb"):  # a clear PermissionError, before SQLite's vaguer "unable to open"
+        pass
+    try:
+        return connect_read_only(path)
+    except sqlite3.Error:
+        if not os.path.lexists(path):  # renamed or deleted meanwhile: not a bad file
+            raise FileNotFoundError(errno.ENOENT, "moved on while being read", path) from None
+        raise

@@ -80,12 +80,12 @@ def _connect(path: str, durable: bool) -> sqlite3.Connection:
 
 def limit_length(conn: sqlite3.Connection) -> int:
     """Apply ``LENGTH_LIMIT`` to ``conn`` (where Python can); the largest value it then stores."""
-    setlimit = getattr(conn, "setlimit", None)
-    if setlimit is None:  # Python before 3.11: SQLite keeps its own limit
+    key = getattr(sqlite3, "SQLITE_LIMIT_LENGTH", None)
+    if key is None:  # Python before 3.11: SQLite keeps its own limit
         return LENGTH_LIMIT or _SQLITE_DEFAULT_LIMIT
     if LENGTH_LIMIT is not None:
-        setlimit(sqlite3.SQLITE_LIMIT_LENGTH, LENGTH_LIMIT)
-    return int(conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))
+        getattr(conn, "setlimit")(key, LENGTH_LIMIT)
+    return int(getattr(conn, "getlimit")(key))
 
 
 def _never_close(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -190,7 +190,7 @@ def _chunk(conn: sqlite3.Connection, path: str, row: Tuple[Any, ...]) -> Chunk:
     chunk = Chunk(*row)
     if type(chunk.data) is bytes and not chunk.data and chunk.crc is not None:
         chunk = chunk._replace(data=_join_parts(conn, path, chunk.first))
-    if type(chunk.n) is not int or not isinstance(chunk.data, (bytes, bytearray)) or chunk.n < 1:  # damage can read back NULLs
+    if type(chunk.n) is not int or type(chunk.data) is not bytes or chunk.n < 1:  # damage can read back NULLs
         raise sqlite3.DatabaseError(f"{path}: the chunk of item {chunk.first} is malformed "
                                     f"(n={chunk.n!r}, data of type {type(chunk.data).__name__})")
     if chunk.crc is not None and zlib.crc32(chunk.data) != chunk.crc:
@@ -198,23 +198,22 @@ def _chunk(conn: sqlite3.Connection, path: str, row: Tuple[Any, ...]) -> Chunk:
     return chunk
 
 
-def _join_parts(conn: sqlite3.Connection, path: str, first: int) -> bytearray:
-    """The bytes of the chunk at ``first`` that was split into parts; DatabaseError if they are not all there."""
+def _join_parts(conn: sqlite3.Connection, path: str, first: int) -> bytes:
+    """The bytes of the chunk at ``first`` that was split into parts; DatabaseError if they are not all there.
+
+    The chunk is held twice for a moment (its parts, then the joined bytes).
+    """
     try:
-        (parts, size) = conn.execute("SELECT count(*), coalesce(sum(length(data)), 0) FROM parts WHERE first = ?",
-                                     (first,)).fetchone()
+        rows = conn.execute("SELECT seq, data FROM parts WHERE first = ? ORDER BY seq", (first,)).fetchall()
     except sqlite3.OperationalError as exc:  # no parts table: an empty chunk is damage
         raise sqlite3.DatabaseError(f"{path}: the chunk of item {first} is empty and has no parts ({exc})") from None
-    data = bytearray(size)  # filled part by part: the whole chunk is held once, not twice
-    position = 0
-    for seq, (number, part) in enumerate(conn.execute("SELECT seq, data FROM parts WHERE first = ? ORDER BY seq",
-                                                      (first,))):
-        if number != seq or type(part) is not bytes or position + len(part) > size:
+    if not rows:
+        raise sqlite3.DatabaseError(f"{path}: the chunk of item {first} is empty and has no parts")
+    for seq, (number, part) in enumerate(rows):
+        if number != seq or type(part) is not bytes:
             raise sqlite3.DatabaseError(f"{path}: part {seq} of the chunk of item {first} is missing or malformed")
-        data[position : position + len(part)] = part
-        position += len(part)
-    if not parts or position != size:
-        raise sqlite3.DatabaseError(f"{path}: the chunk of item {first} is empty or its parts are incomplete")
+    data = b"".join([part for _, part in rows])
+    rows.clear()
     return data
 
 

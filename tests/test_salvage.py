@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 from typing import List, Tuple
 
@@ -41,13 +42,14 @@ def _drain(folder: str) -> List[dict]:
         try:
             while True:
                 got += consumer.get_many(10_000, timeout=0.5)
-        except Exception:
+        except queue.Empty:
             pass
     return got
 
 
 def _chunk_pages(path: str) -> List[Tuple[int, int]]:
-    """(first, page) of each chunk: a page of its overflow chain, from SQLite's dbstat-free view."""
+    """(first, page) of each chunk: the page holding a piece from the middle of its bytes (one of
+    its overflow pages)."""
     with open(path, "rb") as f:
         image = f.read()
     size = int.from_bytes(image[16:18], "big")

@@ -2,7 +2,8 @@
 
 SQLite gives up on a file it calls malformed (a page missing from a truncated file, a flipped bit
 in a page it needs) at the first damaged page it meets, though most chunks sit whole in pages it
-never reached. So besides asking SQLite, this module reads the file's pages itself (SQLite's file
+never reached. So besides asking SQLite (from both ends of the table, with ``writable_schema`` so
+that it reads a truncated file at all), this module reads the file's pages itself (SQLite's file
 format, https://www.sqlite.org/fileformat2.html): every table b-tree leaf page, each cell with
 its overflow chain, each record decoded into the row it holds. A row of the ``items`` table is
 recognised by its shape, ``(NULL, n, crc, data)`` (``first`` is the rowid), and kept only if its
@@ -183,6 +184,10 @@ def _read_with_sqlite(path: str, problems: List[str]) -> Tuple[Dict[str, Any], D
         problems.append(f"SQLite cannot open it ({exc})")
         return meta, rows, parts
     try:
+        # SQLite refuses a file shorter than its header says (truncated) unless the schema is
+        # "writable": then it reads the pages that are there. A connection setting: on this
+        # read-only, immutable connection nothing is written.
+        conn.execute("PRAGMA writable_schema=ON")
         try:
             meta.update(conn.execute("SELECT key, value FROM meta"))
         except sqlite3.Error as exc:

@@ -168,9 +168,11 @@ def test_a_reader_of_format_2_refuses_a_split_batch_and_leaves_it_as_it_is(folde
     assert listing(folder)["ready"] == [name]
     with open(os.path.join(folder, name), "rb") as f:
         assert f.read() == before
-    report = recover(folder)
-    assert report.refused == [] or report.refused == [name]
-    assert listing(folder)["ready"] == [name]
+    orphan = name.replace("ready_", "chosen_", 1)  # as if a consumer that could read it had died holding it
+    os.rename(os.path.join(folder, name), os.path.join(folder, orphan))
+    assert recover(folder).refused == [orphan]  # recovery of format 2 leaves it alone too
+    with open(os.path.join(folder, orphan), "rb") as f:
+        assert f.read() == before
 
 
 def test_peek_reads_a_split_batch(folder, low_limit):
@@ -247,3 +249,16 @@ def test_a_real_item_above_1_gb_moves_between_processes(folder):
         with pytest.raises(queue.Empty):
             consumer.get(timeout=0.1)
     assert os.listdir(folder) == []
+
+
+def test_recovery_puts_back_a_split_batch_whose_consumer_died(folder, low_limit):
+    big = b"r" * 50_000
+    with Enqueuer(folder) as producer:
+        producer.put_many([b"first", big, b"last"])
+    (name,) = listing(folder)["ready"]
+    orphan = name.replace("ready_", "chosen_", 1)  # as a consumer killed while holding it leaves it
+    os.rename(os.path.join(folder, name), os.path.join(folder, orphan))
+    report = recover(folder)
+    assert report.requeued == [orphan]
+    with Dequeuer(folder) as consumer:
+        assert consumer.get_many(10, timeout=5) == [b"first", big, b"last"]

@@ -10,7 +10,8 @@ from typing import List, Tuple
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer, Queue, _batchfile, recover
+from turbo_queue import Dequeuer, Enqueuer, Queue, _batchfile, recover, set_aside
+from turbo_queue._codecs import CHUNK_BYTES
 from turbo_queue.monitor import read_items
 
 from .support import listing, run_python
@@ -68,6 +69,14 @@ def test_the_default_bounds_a_chunk_of_1_mb_items(folder):
         while len(got) < 10:
             got += queue.get_many(100, timeout=5)
         assert got == items
+
+
+def test_set_aside_bounds_its_chunks_by_bytes_too(folder):
+    items = [bytes([i]) * 300_000 for i in range(20)]  # what a sink might set aside: large messages
+    name = set_aside(folder, items, "refused by the broker")
+    with sqlite3.connect(os.path.join(folder, name)) as conn:
+        rows = conn.execute("SELECT n, length(data) FROM items ORDER BY first").fetchall()
+    assert sum(n for n, _ in rows) == 20 and all(size <= CHUNK_BYTES for _, size in rows), rows
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "1000", True, None])

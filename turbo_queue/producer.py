@@ -8,11 +8,11 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _folder, _lifecycle, _platform, _watch
 from ._checks import check_timeout, positive_int, positive_number
-from ._codecs import get_codec
+from ._codecs import CHUNK_BYTES, encode_chunks, get_codec
 from ._counters import PUT, Counters
 from ._errors import BatchWriteError
 from ._batchfile import BatchWriter
@@ -21,11 +21,6 @@ log = logging.getLogger("turbo_queue")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-
-#: A chunk (one SQLite row, decoded at once by a consumer) holds at most this many bytes by
-#: default, whatever ``chunk_size`` allows: 100 items of 1 MB would otherwise make every consumer
-#: hold 100 MB, and more while it decodes them.
-CHUNK_BYTES = 1 << 20
 
 #: While ready_ files wait, a batch keeps filling past max_batch_delay, up to this many times it.
 _PATIENCE = 10
@@ -144,8 +139,7 @@ class Enqueuer:
         items = items if isinstance(items, list) else list(items)
         if not items:
             return
-        size = self.chunk_size
-        chunks = [chunk for i in range(0, len(items), size) for chunk in self._encode_chunks(items[i : i + size])]
+        chunks = encode_chunks(self._codec, items, self.chunk_size, self.chunk_bytes)
         with self._lock:
             if self._closed or self._error is not None:
                 self._refuse()
@@ -243,19 +237,6 @@ class Enqueuer:
             self._timer.start()
         else:
             self._cond.notify()
-
-    def _encode_chunks(self, items: List[Any]) -> List[Tuple[int, bytes]]:
-        """``items`` encoded as chunks of at most ``chunk_bytes`` each (or one item larger by itself).
-
-        Encoded together first (the common case: they fit); a chunk too large is split into as many
-        parts as its size asks for, each encoded again.
-        """
-        data = self._codec.encode_many(items)
-        if len(data) <= self.chunk_bytes or len(items) == 1:
-            return [(len(items), data)]
-        parts = min(len(items), -(-len(data) // self.chunk_bytes))
-        step = -(-len(items) // parts)
-        return [chunk for i in range(0, len(items), step) for chunk in self._encode_chunks(items[i : i + step])]
 
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, []

@@ -17,9 +17,10 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _counters, _lifecycle, _platform
 from ._checks import check_timeout
+from ._codecs import CHUNK_BYTES
 from ._counters import DONE
 from .consumer import Dequeuer
-from .producer import CHUNK_BYTES, Enqueuer
+from .producer import Enqueuer
 
 PathLike = Union[str, "os.PathLike[str]"]
 

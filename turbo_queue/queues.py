@@ -6,6 +6,7 @@ each process, and the shared counters of ``_counters`` for ``qsize``/``maxsize``
 
 from __future__ import annotations
 
+import errno
 import multiprocessing.util
 import os
 import shutil
@@ -15,8 +16,8 @@ import time
 from queue import Empty, Full
 from typing import Any, Dict, Iterable, List, Optional, Union
 
-from . import _counters, _lifecycle, _platform
-from ._checks import check_timeout
+from . import _counters, _folder, _lifecycle, _platform
+from ._checks import check_timeout, positive_int, positive_number
 from ._counters import DONE
 from .consumer import Dequeuer
 from .producer import Enqueuer
@@ -31,14 +32,38 @@ def _remove_folder(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _check_folder(path: str, create: bool) -> None:
+    """A clear error for a queue path that cannot be a queue folder, before anything is created.
+
+    ``NotADirectoryError`` when it (or a parent) is a file; ``FileNotFoundError`` when it is
+    missing and ``create`` is false (a mistyped path must not start an empty queue).
+    """
+    probe = path
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.lexists(probe) and not os.path.isdir(probe):
+        where = "it" if probe == path else f"{probe}, on its way,"
+        raise NotADirectoryError(errno.ENOTDIR, f"the queue path is not a folder: {where} is a file. Give the "
+                                 f"path of a queue folder (a new one is created if missing)", path)
+    if not create and probe != path:
+        raise FileNotFoundError(errno.ENOENT, "no queue folder there (create=False: the queue must already "
+                                "exist). Check the path, or start its producers first", path)
+
+
 class Queue:
     """A process-shared FIFO queue with the interface of ``multiprocessing.Queue``.
 
     ``Queue(maxsize=0)`` makes a temporary folder in memory (``/dev/shm`` when there is one),
     removed when the creating process exits; ``Queue(path=...)`` uses a named folder that separate
     programs can share and that outlives them. The other keyword arguments are those of
-    ``Enqueuer`` and ``Dequeuer``; ``max_batch_delay`` (default 25 ms) bounds how long an item waits
-    before consumers can see it.
+    ``Enqueuer`` and ``Dequeuer``, validated here (``ValueError`` naming the setting);
+    ``max_batch_delay`` (default 25 ms) bounds how long an item waits before consumers can see it
+    while none waits. ``create=False`` (with ``path``): ``FileNotFoundError`` unless the folder
+    exists. A path that is a file: ``NotADirectoryError``; a folder this process cannot write:
+    ``PermissionError`` saying what to do.
     """
 
     def __init__(
@@ -51,19 +76,33 @@ class Queue:
         chunk_size: int = 100,
         codec: str = "pickle",
         durable: bool = False,
+        max_ready_files: Optional[int] = None,
         ack_every: int = 1000,
+        recover_every: float = 30.0,
+        max_crashes: int = 3,
         allow_network_fs: bool = False,
+        create: bool = True,
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
+        for name, flag in (("durable", durable), ("allow_network_fs", allow_network_fs), ("create", create)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         self._settings: Dict[str, Any] = {
             "batch_size": batch_size, "max_batch_delay": max_batch_delay, "chunk_size": chunk_size,
             "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
+            "max_ready_files": max_ready_files,
         }
-        self._ack_every = ack_every
         Enqueuer.check_settings(**self._settings)
+        self._consumer_settings: Dict[str, Any] = {
+            "ack_every": positive_int("ack_every", ack_every),
+            "recover_every": positive_number("recover_every", recover_every),
+            "max_crashes": positive_int("max_crashes", max_crashes),
+        }
         self.maxsize = maxsize if maxsize > 0 else 0
         if path is None:
+            if not create:
+                raise ValueError("create=False needs a path: a Queue without one is always a new folder")
             _platform.require_flock()
             self.path = tempfile.mkdtemp(prefix="turbo_queue-", dir=_platform.fast_temp_root())
             multiprocessing.util.Finalize(None, _remove_folder, args=(self.path,), exitpriority=-10)
@@ -71,6 +110,7 @@ class Queue:
         else:
             self.path = os.path.abspath(os.fspath(path))
             self._temporary = False
+            _check_folder(self.path, create)
         self._start()
 
     def _start(self) -> None:
@@ -82,6 +122,7 @@ class Queue:
         self._totals = _counters.Totals(self.path)
         if not self._temporary:
             _platform.prepare_folder(self.path, self._settings["allow_network_fs"])
+        _folder.require_writable(self.path, "a Queue")
         _platform.make_folder(os.path.join(self.path, _counters.FOLDER))
         _lifecycle.track(self)
 
@@ -89,13 +130,13 @@ class Queue:
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"path": self.path, "maxsize": self.maxsize, "settings": self._settings,
-                "ack_every": self._ack_every, "temporary": self._temporary}
+                "consumer_settings": self._consumer_settings, "temporary": self._temporary}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.path = state["path"]
         self.maxsize = state["maxsize"]
         self._settings = state["settings"]
-        self._ack_every = state["ack_every"]
+        self._consumer_settings = state["consumer_settings"]
         self._temporary = state["temporary"]
         self._start()
 
@@ -135,7 +176,9 @@ class Queue:
         except Empty:
             check_timeout(timeout if block else None)
             self._flush_own()
-            return dequeuer.get(block, timeout)
+            if not block:  # the timeout counts only when blocking, as in queue.Queue
+                return dequeuer.get(False)
+            return dequeuer.get(True, timeout)
 
     def get_nowait(self) -> Any:
         return self.get(False)
@@ -150,7 +193,9 @@ class Queue:
         except Empty:
             check_timeout(timeout if block else None)
             self._flush_own()
-            return dequeuer.get_many(max_items, block, timeout)
+            if not block:  # the timeout counts only when blocking, as in queue.Queue
+                return dequeuer.get_many(max_items, False)
+            return dequeuer.get_many(max_items, True, timeout)
 
     def qsize(self) -> int:
         """Items put and not yet got, over every process that uses the queue (approximate after a crash)."""
@@ -219,9 +264,9 @@ class Queue:
     def _open_dequeuer(self) -> Dequeuer:
         with self._lock:
             if self._dequeuer is None:
-                self._dequeuer = Dequeuer(self.path, ack_every=self._ack_every, durable=self._settings["durable"],
+                self._dequeuer = Dequeuer(self.path, durable=self._settings["durable"],
                                           allow_network_fs=self._settings["allow_network_fs"],
-                                          counters=self._own_counters())
+                                          counters=self._own_counters(), **self._consumer_settings)
             return self._dequeuer
 
     def _flush_own(self) -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from typing import List
 
 from ..recovery import recover
 from . import _exit
@@ -17,13 +18,33 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], co
                             description="Re-queues orphaned loading_/chosen_ files as ready_, removes empty "
                                         "ones and renames damaged ones to bad_. Safe while the queue runs: "
                                         "files of live processes are never touched.")
-    p.add_argument("folder", help="the queue folder")
+    p.add_argument("folder", nargs="?", help="the queue folder")
+    p.add_argument("--stale", action="store_true",
+                   help="also remove the folders of anonymous queues (Queue() without path, in /dev/shm) "
+                        "that no live process uses: what a creator killed by SIGTERM or SIGKILL left")
     p.add_argument("--dry-run", action="store_true", help="only list what would be done")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    stale: List[str] = []
+    if args.stale:
+        from ..queues import remove_stale_anonymous
+
+        if args.dry_run:
+            print("turbo-queue recover: --stale removes folders; it has no --dry-run", file=sys.stderr)
+            return _exit.USAGE
+        stale = remove_stale_anonymous()
+        if not args.json:
+            for path in stale:
+                print(f"removed (anonymous queue nobody uses): {path}")
+        if args.folder is None:
+            if args.json:
+                print(json.dumps({"stale_removed": stale}, indent=2))
+            return _exit.OK
+    if args.folder is None:
+        args.parser.error("give a FOLDER, or --stale")  # exits 2 with the usage line
     if not os.path.isdir(args.folder):
         print(f"turbo-queue recover: {args.folder}: no such folder", file=sys.stderr)
         return _exit.USAGE
@@ -35,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         library.setLevel(logging.NOTSET)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps({**report.as_dict(), **({"stale_removed": stale} if args.stale else {})}, indent=2))
         return _exit.OK
     verb = "would re-queue" if args.dry_run else "re-queued"
     converted = "would convert (turbo-queue 0.5.2/0.8.0)" if args.dry_run else "converted (turbo-queue 0.5.2/0.8.0)"

@@ -149,27 +149,6 @@ _MAKING_GRACE = 60.0
 _swept = False  # this process removed the stale anonymous folders already (see Queue.__init__)
 
 
-def _check_folder(path: str, create: bool) -> None:
-    """A clear error for a queue path that cannot be a queue folder, before anything is created.
-
-    ``NotADirectoryError`` when it (or a parent) is a file; ``FileNotFoundError`` when it is
-    missing and ``create`` is false (a mistyped path must not start an empty queue).
-    """
-    probe = path
-    while not os.path.lexists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if os.path.lexists(probe) and not os.path.isdir(probe):
-        where = "it" if probe == path else f"{probe}, on its way,"
-        raise NotADirectoryError(errno.ENOTDIR, f"the queue path is not a folder: {where} is a file. Give the "
-                                 f"path of a queue folder (a new one is created if missing)", path)
-    if not create and probe != path:
-        raise FileNotFoundError(errno.ENOENT, "no queue folder there (create=False: the queue must already "
-                                "exist). Check the path, or start its producers first", path)
-
-
 class Queue:
     """A process-shared FIFO queue with the interface of ``multiprocessing.Queue``.
 
@@ -232,7 +211,7 @@ class Queue:
             self.path = os.path.abspath(os.fspath(path))
             self._temporary = False
             self._users = -1
-            _check_folder(self.path, create)
+            _platform.check_path(self.path, create)
         self._start()
 
     def _start(self) -> None:

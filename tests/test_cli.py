@@ -269,7 +269,7 @@ def test_recover_missing_folder_json(cli, tmp_path) -> None:
 def test_recover_needs_a_folder(cli) -> None:
     result = run(cli, "recover")
     assert result.returncode == 2
-    assert "usage: turbo-queue recover" in result.stderr and "folder" in result.stderr
+    assert "usage: turbo-queue recover" in result.stderr and "FOLDER" in result.stderr
 
 
 # -- help, version, errors ----------------------------------------------------------------------

@@ -689,9 +689,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(prog="python tools/bench.py", description=(__doc__ or "").replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # no reST in --help
+    sub = parser.add_subparsers(dest="command", help=argparse.SUPPRESS, metavar=argparse.SUPPRESS)  # _run: internal
     runner = sub.add_parser("_run")
     runner.add_argument("contender")
     runner.add_argument("producers", type=int)

@@ -136,9 +136,34 @@ def make_folder(path: str) -> None:
     os.makedirs(path, mode=FOLDER_MODE, exist_ok=True)
 
 
+def check_path(path: str, create: bool = True) -> None:
+    """A clear error for a queue path that cannot be a queue folder, before anything is created.
+
+    ``NotADirectoryError`` when it (or a parent) is a file; ``FileNotFoundError`` when it is
+    missing and ``create`` is false (a mistyped path must not start an empty queue).
+    """
+    probe = path
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.lexists(probe) and not os.path.isdir(probe):
+        where = "it" if probe == path else f"{probe}, on its way,"
+        raise NotADirectoryError(errno.ENOTDIR, f"the queue path is not a folder: {where} is a file. Give the "
+                                 f"path of a queue folder (a new one is created if missing)", path)
+    if not create and probe != path:
+        raise FileNotFoundError(errno.ENOENT, "no queue folder there (create=False: the queue must already "
+                                "exist). Check the path, or start its producers first", path)
+
+
 def prepare_folder(path: str, allow_network_fs: bool = False) -> None:
-    """Everything a queue folder needs before use: flock, the folder itself, a local filesystem."""
+    """Everything a queue folder needs before use: flock, the folder itself, a local filesystem.
+
+    ``NotADirectoryError`` ("not a folder") when ``path`` or a parent of it is a file.
+    """
     require_flock()
+    check_path(path)
     make_folder(path)
     check_local_filesystem(path, allow_network_fs)
 

@@ -6,6 +6,7 @@ each process, and the shared counters of ``_counters`` for ``qsize``/``maxsize``
 
 from __future__ import annotations
 
+import errno
 import multiprocessing.util
 import os
 import shutil
@@ -13,10 +14,10 @@ import tempfile
 import threading
 import time
 from queue import Empty, Full
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
-from . import _counters, _lifecycle, _platform
-from ._checks import check_timeout
+from . import _counters, _folder, _lifecycle, _platform
+from ._checks import check_timeout, positive_int, positive_number
 from ._codecs import CHUNK_BYTES
 from ._counters import DONE
 from .consumer import Dequeuer
@@ -32,14 +33,134 @@ def _remove_folder(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+#: An anonymous queue's folder is ``<fast temp root>/turbo_queue-<random>``, holding ``.users``:
+#: every process that uses the queue holds a shared flock on it, on a descriptor of its own.
+ANONYMOUS_PREFIX = "turbo_queue-"
+USERS = ".users"
+
+
+def _hold_users(path: str) -> int:
+    """A descriptor holding a shared flock on the anonymous folder's ``.users``.
+
+    ``FileNotFoundError`` if the folder was removed as stale (its creator and every user gone).
+    """
+    users = os.path.join(path, USERS)
+    gone = FileNotFoundError(errno.ENOENT, "the anonymous queue's folder is gone: every process that used it "
+                             "exited or closed it. Give the queue a path= to keep it without users", path)
+    try:
+        fd = os.open(users, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise gone from None
+    try:
+        _platform.lock_shared(fd)
+        try:
+            here, now = os.fstat(fd), os.stat(users)
+        except FileNotFoundError:
+            raise gone from None  # removed as stale between our open and our lock
+        if (here.st_ino, here.st_dev) != (now.st_ino, now.st_dev):
+            raise gone
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make_anonymous() -> Tuple[str, int]:
+    """A new anonymous queue folder, and the descriptor of its creator's shared lock.
+
+    ``.users`` gets its name only once locked, so that no one ever sees it unlocked while its
+    creator lives.
+    """
+    path = tempfile.mkdtemp(prefix=ANONYMOUS_PREFIX, dir=_platform.fast_temp_root())
+    making = os.path.join(path, USERS + ".making")
+    fd = os.open(making, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _platform.FILE_MODE)
+    try:
+        _platform.lock_shared(fd)
+        os.rename(making, os.path.join(path, USERS))
+    except BaseException:
+        os.close(fd)
+        raise
+    return path, fd
+
+
+def remove_stale_anonymous(root: Optional[str] = None) -> List[str]:
+    """Remove the folders of anonymous queues (``Queue()`` without ``path``) that nobody uses.
+
+    A folder is stale when its ``.users`` lock is free: its creator and every process that got
+    the queue from it (by pickling or fork) exited or were killed. Folders of live queues, and
+    folders without ``.users`` (made by an older turbo_queue, or not by it), are left alone.
+    ``root`` defaults to where anonymous queues live (``/dev/shm``). Returns the removed paths.
+    """
+    root = root or _platform.fast_temp_root()
+    removed: List[str] = []
+    try:
+        names = [name for name in os.listdir(root) if name.startswith(ANONYMOUS_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            fd = os.open(os.path.join(path, USERS), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if _abandoned_while_made(path):
+                removed.append(path)
+            continue  # else: being made, or made by an older turbo_queue (not ours to judge)
+        except OSError:
+            continue  # not ours to read
+        try:
+            if _platform.try_lock(fd):  # nobody holds it: nobody can come back to this folder
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _abandoned_while_made(path: str) -> bool:
+    """Remove a folder whose creator died inside ``_make_anonymous``, before ``.users`` had its name.
+
+    Only a folder untouched for ``_MAKING_GRACE`` seconds that holds nothing but an unlocked
+    ``.users.making`` (which nothing else makes): a creator alive there would have renamed it
+    within microseconds. An empty folder is left alone: it may be anybody's. True if removed.
+    """
+    try:
+        if time.time() - os.lstat(path).st_mtime < _MAKING_GRACE:
+            return False
+        names = os.listdir(path)
+    except OSError:
+        return False
+    if names != [USERS + ".making"]:
+        return False
+    try:
+        fd = os.open(os.path.join(path, names[0]), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not _platform.try_lock(fd):
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+#: How long a folder being made may go without its ``.users`` before it counts as abandoned.
+_MAKING_GRACE = 60.0
+
+_swept = False  # this process removed the stale anonymous folders already (see Queue.__init__)
+
+
 class Queue:
     """A process-shared FIFO queue with the interface of ``multiprocessing.Queue``.
 
     ``Queue(maxsize=0)`` makes a temporary folder in memory (``/dev/shm`` when there is one),
     removed when the creating process exits; ``Queue(path=...)`` uses a named folder that separate
     programs can share and that outlives them. The other keyword arguments are those of
-    ``Enqueuer`` and ``Dequeuer``; ``max_batch_delay`` (default 25 ms) bounds how long an item waits
-    before consumers can see it.
+    ``Enqueuer`` and ``Dequeuer``, validated here (``ValueError`` naming the setting);
+    ``max_batch_delay`` (default 25 ms) bounds how long an item waits before consumers can see it
+    while none waits. ``create=False`` (with ``path``): ``FileNotFoundError`` unless the folder
+    exists. A path that is a file: ``NotADirectoryError``; a folder this process cannot write:
+    ``PermissionError`` saying what to do.
     """
 
     def __init__(
@@ -53,26 +174,46 @@ class Queue:
         chunk_bytes: int = CHUNK_BYTES,
         codec: str = "pickle",
         durable: bool = False,
+        max_ready_files: Optional[int] = None,
         ack_every: int = 1000,
+        recover_every: float = 30.0,
+        max_crashes: int = 3,
         allow_network_fs: bool = False,
+        create: bool = True,
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
+        for name, flag in (("durable", durable), ("allow_network_fs", allow_network_fs), ("create", create)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         self._settings: Dict[str, Any] = {
             "batch_size": batch_size, "max_batch_delay": max_batch_delay, "chunk_size": chunk_size,
             "chunk_bytes": chunk_bytes, "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
+            "max_ready_files": max_ready_files,
         }
-        self._ack_every = ack_every
         Enqueuer.check_settings(**self._settings)
+        self._consumer_settings: Dict[str, Any] = {
+            "ack_every": positive_int("ack_every", ack_every),
+            "recover_every": positive_number("recover_every", recover_every),
+            "max_crashes": positive_int("max_crashes", max_crashes),
+        }
         self.maxsize = maxsize if maxsize > 0 else 0
         if path is None:
+            if not create:
+                raise ValueError("create=False needs a path: a Queue without one is always a new folder")
             _platform.require_flock()
-            self.path = tempfile.mkdtemp(prefix="turbo_queue-", dir=_platform.fast_temp_root())
+            global _swept
+            if not _swept:  # what killed queues left behind goes, once per process
+                _swept = True
+                remove_stale_anonymous()
+            self.path, self._users = _make_anonymous()
             multiprocessing.util.Finalize(None, _remove_folder, args=(self.path,), exitpriority=-10)
             self._temporary = True
         else:
             self.path = os.path.abspath(os.fspath(path))
             self._temporary = False
+            self._users = -1
+            _platform.check_path(self.path, create)
         self._start()
 
     def _start(self) -> None:
@@ -84,6 +225,7 @@ class Queue:
         self._totals = _counters.Totals(self.path)
         if not self._temporary:
             _platform.prepare_folder(self.path, self._settings["allow_network_fs"])
+        _folder.require_writable(self.path, "a Queue")
         _platform.make_folder(os.path.join(self.path, _counters.FOLDER))
         _lifecycle.track(self)
 
@@ -91,14 +233,15 @@ class Queue:
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"path": self.path, "maxsize": self.maxsize, "settings": self._settings,
-                "ack_every": self._ack_every, "temporary": self._temporary}
+                "consumer_settings": self._consumer_settings, "temporary": self._temporary}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.path = state["path"]
         self.maxsize = state["maxsize"]
         self._settings = state["settings"]
-        self._ack_every = state["ack_every"]
+        self._consumer_settings = state["consumer_settings"]
         self._temporary = state["temporary"]
+        self._users = _hold_users(self.path) if self._temporary else -1
         self._start()
 
     # -- the multiprocessing.Queue interface ---------------------------------------------------
@@ -137,7 +280,9 @@ class Queue:
         except Empty:
             check_timeout(timeout if block else None)
             self._flush_own()
-            return dequeuer.get(block, timeout)
+            if not block:  # the timeout counts only when blocking, as in queue.Queue
+                return dequeuer.get(False)
+            return dequeuer.get(True, timeout)
 
     def get_nowait(self) -> Any:
         return self.get(False)
@@ -152,7 +297,9 @@ class Queue:
         except Empty:
             check_timeout(timeout if block else None)
             self._flush_own()
-            return dequeuer.get_many(max_items, block, timeout)
+            if not block:  # the timeout counts only when blocking, as in queue.Queue
+                return dequeuer.get_many(max_items, False)
+            return dequeuer.get_many(max_items, True, timeout)
 
     def peek(self, n: int = 1) -> List[Any]:
         """The first ``n`` items waiting, in the order ``get()`` here would return them, left untouched.
@@ -216,6 +363,7 @@ class Queue:
                 finally:
                     if self._counters is not None:  # its counts go into the folder's total
                         self._counters.retire()
+                    self._let_go_of_users()
 
     def join_thread(self) -> None:
         """Kept for the interface: ``close()`` has already flushed everything (no feeder thread)."""
@@ -250,9 +398,9 @@ class Queue:
     def _open_dequeuer(self) -> Dequeuer:
         with self._lock:
             if self._dequeuer is None:
-                self._dequeuer = Dequeuer(self.path, ack_every=self._ack_every, durable=self._settings["durable"],
+                self._dequeuer = Dequeuer(self.path, durable=self._settings["durable"],
                                           allow_network_fs=self._settings["allow_network_fs"],
-                                          counters=self._own_counters())
+                                          counters=self._own_counters(), **self._consumer_settings)
             return self._dequeuer
 
     def _flush_own(self) -> None:
@@ -289,8 +437,21 @@ class Queue:
     def _close_at_exit(self) -> None:
         self.close()
 
+    def _let_go_of_users(self) -> None:
+        if self._users >= 0:
+            fd, self._users = self._users, -1
+            os.close(fd)
+
     def _forget_after_fork(self) -> None:
         # The inherited Enqueuer/Dequeuer reset themselves; the child starts its own on first use.
+        if self._users >= 0:  # the child holds the anonymous folder on a descriptor of its own
+            inherited, self._users = self._users, -1
+            try:
+                self._users = _hold_users(self.path)  # taken before the inherited one goes: never a gap
+            except FileNotFoundError:
+                pass  # removed already: its use fails at the first put or get
+            finally:
+                os.close(inherited)  # (the parent's lock stays: the parent still holds its copy)
         self._lock = threading.Lock()
         self._enqueuer = None
         self._dequeuer = None

@@ -26,11 +26,13 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser,
-                name: str, *, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+                name: str, *, help: str, description: str, examples: str,
+                exits: Sequence[Tuple[int, str]]) -> argparse.ArgumentParser:
     """Add the subcommand ``name`` with the options of ``common``: its description wrapped, then its
-    ``examples`` (lines as written) and the exit codes."""
+    ``examples`` (lines as written) and its own exit codes (``exits``: each code and why)."""
     return commands.add_parser(name, parents=[common], help=help, formatter_class=HelpFormatter,
-                               description=description, epilog="examples:\n" + examples + "\n" + _exit.HELP)
+                               description=description,
+                               epilog="examples:\n" + examples + "\n" + _exit.help_block(*exits))
 
 
 def add_sample_argument(p: argparse.ArgumentParser, help: str) -> None:

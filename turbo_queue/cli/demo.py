@@ -15,7 +15,7 @@ from .. import _folder, _platform
 from ..consumer import Dequeuer
 from ..producer import Enqueuer
 from . import _exit
-from ._args import positive_int
+from ._args import add_command, positive_int
 
 if TYPE_CHECKING:
     import multiprocessing
@@ -46,10 +46,44 @@ def _consume(folder: str, total: int, received: Synchronized[int], results: mult
     results.put(bytes(seen))
 
 
+DESCRIPTION = """\
+Producers put items into a queue folder, consumers take them; prints what moved, how fast, and that
+nothing was lost.
+"""
+EXAMPLES = """\
+  turbo-queue demo                          move 200,000 items through a temporary queue
+  turbo-queue demo --producers 4 --consumers 4 --items 1000000
+  turbo-queue demo --folder /var/tmp/demo   in a folder of your choice (empty or new)
+"""
+EXITS = (
+    (_exit.OK, "every item arrived, once"),
+    (_exit.BAD_DATA, "an item was lost or duplicated, or a worker process failed"),
+    (_exit.USAGE, "bad arguments, or a --folder that is not a folder, or already holds batches"),
+    (_exit.PERMISSION, "permission denied (the --folder cannot be written)"),
+    (_exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+
+
+def _check_folder(folder: str) -> int:
+    """``OK`` if ``folder`` can be the demo's queue (made if missing); else say why on stderr."""
+    try:
+        _platform.prepare_folder(folder)  # "not a folder", a network filesystem: said here
+        _folder.require_writable(folder, "the demo")
+        held = [name for name in os.listdir(folder) if _folder.parse_name(name) is not None]
+    except OSError as exc:  # not a folder, not writable, a network filesystem, ...
+        said = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        print(f"turbo-queue demo: {said}", file=sys.stderr)
+        return _exit.PERMISSION if isinstance(exc, PermissionError) else _exit.USAGE
+    if held:
+        print(f"turbo-queue demo: {folder} already holds batches ({held[0]}, ...); "
+              f"the demo needs an empty or new folder", file=sys.stderr)
+        return _exit.USAGE
+    return _exit.OK
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("demo", parents=[common], help="run a small multi-process pipeline through a queue",
-                            description="Producers put items into a queue folder, consumers take them; "
-                                        "prints what moved, how fast, and that nothing was lost.")
+    p = add_command(commands, common, "demo", help="run a small multi-process pipeline through a queue",
+                    description=DESCRIPTION, examples=EXAMPLES, exits=EXITS)
     p.add_argument("--items", type=positive_int, default=200_000, help="items to move (default 200,000)")
     p.add_argument("--producers", type=positive_int, default=2, help="producer processes (default 2)")
     p.add_argument("--consumers", type=positive_int, default=2, help="consumer processes (default 2)")
@@ -62,12 +96,10 @@ def run(args: argparse.Namespace) -> int:
     import multiprocessing
 
     owned = args.folder is None
-    if not owned and os.path.isdir(args.folder):
-        held = [name for name in os.listdir(args.folder) if _folder.parse_name(name) is not None]
-        if held:
-            print(f"turbo-queue demo: {args.folder} already holds batches ({held[0]}, ...); "
-                  f"the demo needs an empty or new folder", file=sys.stderr)
-            return _exit.USAGE
+    if not owned:
+        code = _check_folder(os.path.abspath(args.folder))  # here, once, rather than as a traceback in every worker
+        if code != _exit.OK:
+            return code
     folder = args.folder or tempfile.mkdtemp(prefix="turbo_queue-demo-", dir=_platform.fast_temp_root())
     total, producers, consumers = args.items, args.producers, args.consumers
     print(f"turbo_queue demo: {producers} producer(s) -> {folder} -> {consumers} consumer(s), {total:,} items")

@@ -37,11 +37,18 @@ EXAMPLES = """\
   turbo-queue exporter /var/queues/events --listen 0.0.0.0:9464    every interface
   curl -s http://127.0.0.1:9464/metrics
 """
+EXITS = (
+    (_exit.OK, "stopped by SIGTERM"),
+    (_exit.BAD_DATA, "the address cannot be used (in use, or not this machine's)"),
+    (_exit.USAGE, "bad arguments (a --listen that is not HOST:PORT)"),
+    (_exit.PERMISSION, "permission denied to listen there (a port below 1024)"),
+    (_exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+)
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = add_command(commands, common, "exporter", help="serve the figures of queue folders to Prometheus over HTTP",
-                    description=DESCRIPTION, examples=EXAMPLES)
+                    description=DESCRIPTION, examples=EXAMPLES, exits=EXITS)
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s) to serve")
     p.add_argument("--listen", default="127.0.0.1:9464", metavar="HOST:PORT",
                    help="address to listen on (default 127.0.0.1:9464; [::1]:PORT for IPv6; port 0: any free port)")

@@ -119,7 +119,7 @@ class LiveView:
         if self.session.polling:
             header += "   (some folders are looked at every second: no inotify watch)"
         lines = render(figures, max(20, width - 1), listing=self.listing, blocks=self.blocks,
-                       header="" if self.quiet else header)
+                       header="" if self.quiet else header, waiting=True, height=height)
         if len(lines) > height:
             hidden = len(lines) - height + 1
             lines = lines[: height - 1] + [(f"… {hidden:,} more lines: make the terminal taller", "dim")]

@@ -26,11 +26,18 @@ EXAMPLES = """\
   turbo-queue monitor /var/queues/events --once              one look, for scripts
   turbo-queue monitor /var/queues/events --once --sample 5   ...with rates over 5 s
 """
+EXITS = (
+    (_exit.OK, "done: q pressed or SIGTERM in the live view; --once printed every folder"),
+    (_exit.BAD_DATA, "--once: a file is not a readable batch (listed as unreadable)"),
+    (_exit.USAGE, "bad arguments; --once: a folder that does not exist (the live view waits for it)"),
+    (_exit.PERMISSION, "--once: permission denied"),
+    (_exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+)
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = add_command(commands, common, "monitor", help="a live view of queue folders: files, backlog, rates, orphans",
-                    description=DESCRIPTION, examples=EXAMPLES)
+                    description=DESCRIPTION, examples=EXAMPLES, exits=EXITS)
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s) to watch")
     p.add_argument("--ls", action="store_true", help="also show the folder as `ls -C` does")
     p.add_argument("--once", action="store_true", help="print one picture and exit (no terminal needed)")

@@ -19,19 +19,26 @@ DESCRIPTION = """\
 Shows the first unacknowledged items of a batch file, decoded with the codec recorded in it, without
 consuming or changing anything (no lock is taken). Given a queue folder, it shows the batch a
 consumer would take next: the oldest ready_ one. A loading_ file is refused: its producer is still
-writing it. Decoding a pickle batch runs pickle, which can run code: peek only at folders you trust,
-as you would consume them.
+writing it, or died (then recover re-queues it). Decoding a pickle batch runs pickle, which can
+run code: peek only at folders you trust, as you would consume them.
 """
 EXAMPLES = """\
   turbo-queue peek /var/queues/events                 the next batch in line
   turbo-queue peek /var/queues/events/bad_1732400000_0b6c9a4e-5d2f-4c1e-9a8b-3f1d2e4c5b6a.db -n 3
   turbo-queue peek /var/queues/events -n 100 --json
 """
+EXITS = (
+    (_exit.OK, "done (also when no ready_ batch waits in the folder)"),
+    (_exit.BAD_DATA, "the file is not a readable batch, or is a loading_ one"),
+    (_exit.USAGE, "bad arguments, or no such file or folder"),
+    (_exit.PERMISSION, "permission denied"),
+    (_exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+)
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = add_command(commands, common, "peek", help="show the first items of a batch without taking them",
-                    description=DESCRIPTION, examples=EXAMPLES)
+                    description=DESCRIPTION, examples=EXAMPLES, exits=EXITS)
     p.add_argument("target", metavar="FILE_OR_FOLDER", help="a batch file, or a queue folder")
     p.add_argument("-n", type=positive_int, default=10, metavar="N", help="how many items to show (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON document (items that JSON cannot hold as their repr)")
@@ -68,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
     name = os.path.basename(path)
     parsed = _folder.parse_name(name)
     if parsed is not None and parsed.state == _folder.LOADING:
-        print(f"turbo-queue peek: {name} is being filled by its producer; peek at it once it is ready_",
-              file=sys.stderr)
+        print(f"turbo-queue peek: {name} {_why_loading(path)}", file=sys.stderr)
         return _exit.BAD_DATA
     try:
         meta, items = read_items(path, args.n)
@@ -100,6 +106,27 @@ def run(args: argparse.Namespace) -> int:
     for i, item in enumerate(items):
         print(f"{acked + i:>8}  {item!r}" if not args.quiet else repr(item))
     return _exit.OK
+
+
+def _why_loading(path: str) -> str:
+    """Why a loading_ file is not shown: a live producer fills it, or its producer died.
+
+    Asked of /proc/locks, which takes no lock: reading the file of a dead producer could roll
+    back its journal, a change, and peek changes nothing.
+    """
+    from ..monitor import holders
+
+    folder = os.path.dirname(path)
+    held = holders(folder, [os.path.basename(path)])
+    if held is None:  # no /proc/locks here: which of the two cannot be told
+        return ("is being filled by its producer, or its producer died (then turbo-queue recover "
+                "re-queues it); peek at it once it is ready_")
+    if held.orphaned:
+        return (f"belongs to a producer that died; `turbo-queue recover {folder}` (or any consumer) re-queues "
+                f"it as ready_, then peek at that")
+    if held.gone:
+        return "was handed over meanwhile; peek at the folder, or at its ready_ name"
+    return "is being filled by its producer; peek at it once it is ready_"
 
 
 def _to_json(value: object) -> object:

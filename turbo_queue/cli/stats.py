@@ -26,11 +26,18 @@ EXAMPLES = """\
   turbo-queue stats /var/queues/events --json --sample 10      with rates over 10 s
   turbo-queue stats /var/queues/events --prometheus > /var/lib/node_exporter/turbo_queue.prom
 """
+EXITS = (
+    (_exit.OK, "done: every folder was read"),
+    (_exit.BAD_DATA, "a file is not a readable batch (listed as unreadable; the rest is printed)"),
+    (_exit.USAGE, "bad arguments, or a folder that does not exist (the other folders are printed)"),
+    (_exit.PERMISSION, "permission denied"),
+    (_exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+)
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = add_command(commands, common, "stats", help="the figures of queue folders once, as text, JSON or Prometheus",
-                    description=DESCRIPTION, examples=EXAMPLES)
+                    description=DESCRIPTION, examples=EXAMPLES, exits=EXITS)
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="queue folder(s)")
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON document (see the README for its schema)")

@@ -85,12 +85,16 @@ def _pids(pids: Iterable[int]) -> str:
     return f" (pid{'s' if len(known) > 1 else ''} {shown})"
 
 
-def render_queue(figures: QueueFigures, width: int, blocks: str = BLOCKS,
-                 listing: bool = False) -> List[Tuple[str, str]]:
-    """The lines that describe one queue, each with a style: '', 'title', 'alert' or 'dim'."""
+def render_queue(figures: QueueFigures, width: int, blocks: str = BLOCKS, listing: bool = False,
+                 waiting: bool = False, listing_rows: Optional[int] = None) -> List[Tuple[str, str]]:
+    """The lines that describe one queue, each with a style: '', 'title', 'alert' or 'dim'.
+
+    ``waiting``: the caller waits for a missing folder to appear (the live view) and says so.
+    ``listing_rows``: at most this many lines of the listing (the rest is counted).
+    """
     lines: List[Tuple[str, str]] = [(figures.folder, "title")]
     if not figures.exists:
-        lines.append(("  no such folder (yet): waiting for it to appear", "alert"))
+        lines.append(("  no such folder (yet): waiting for it to appear" if waiting else "  no such folder", "alert"))
         return lines
     if figures.error:
         lines.append((f"  {figures.error}", "alert"))
@@ -142,7 +146,14 @@ def render_queue(figures: QueueFigures, width: int, blocks: str = BLOCKS,
         lines.append((f"  unreadable {problem}", "alert"))
     if listing and figures.names is not None:
         lines.append((f"  $ ls -C  ({plural(len(figures.names), 'file')})", "dim"))
-        lines.extend((line, "") for line in ls_columns(figures.names, width))
+        columns = ls_columns(figures.names, width)
+        if listing_rows is not None and len(columns) > listing_rows:
+            shown = max(0, listing_rows - 1)
+            lines.extend((line, "") for line in columns[:shown])
+            lines.append((f"… {plural(len(columns) - shown, 'more line')} of the listing: make the terminal "
+                          f"taller", "dim"))
+        else:
+            lines.extend((line, "") for line in columns)
     return lines
 
 
@@ -207,15 +218,24 @@ def render_connector(connector: ConnectorStatus, now: float) -> List[Tuple[str, 
 
 
 def render(figures: Sequence[QueueFigures], width: int, *, listing: bool = False, blocks: str = BLOCKS,
-           header: str = "") -> List[Tuple[str, str]]:
-    """The whole picture: a header line, then each queue, separated by a blank line."""
+           header: str = "", waiting: bool = False, height: Optional[int] = None) -> List[Tuple[str, str]]:
+    """The whole picture: a header line, then each queue, separated by a blank line.
+
+    ``waiting`` as ``render_queue`` says. ``height``: the lines there is room for; the listings
+    share what the figures leave, so that one folder's listing does not push the next folder out.
+    """
+    rows: Optional[int] = None
+    if listing and height is not None:
+        bare = render(figures, width, blocks=blocks, header=header, waiting=waiting)
+        listed = [one for one in figures if one.exists and not one.error and one.names is not None]
+        rows = max(0, height - len(bare) - len(listed)) // max(1, len(listed))  # each listing has a title line
     lines: List[Tuple[str, str]] = []
     if header:
         lines.append((header, "dim"))
     for i, one in enumerate(figures):
         if i or header:
             lines.append(("", ""))
-        lines.extend(render_queue(one, width, blocks, listing))
+        lines.extend(render_queue(one, width, blocks, listing, waiting, rows))
     return lines
 
 

@@ -21,19 +21,25 @@ so a file SQLite calls malformed (truncated, or with damaged pages) still gives 
 that is whole: each one is checked against the CRC-32 it was written with. The damaged file is
 never changed: remove it yourself once the new batch is right (salvaging it again would deliver
 its items again). The new batch appears whole or not at all.
-
-Exit code 0 when every unacknowledged item was given back, 1 when some (or all) could not be read
-or the file's meta table (which says how many items it holds) could not be read.
 """
 EXAMPLES = """\
   turbo-queue salvage /var/queues/events/bad_1732400000_0b6c9a4e-5d2f-4c1e-9a8b-3f1d2e4c5b6a.db
   turbo-queue salvage bad_1732400000_0b6c9a4e-5d2f-4c1e-9a8b-3f1d2e4c5b6a.db --dry-run --json
 """
 
+EXITS = (
+    (_exit.OK, "every unacknowledged item was given back"),
+    (_exit.BAD_DATA, "some (or all) could not be read, or the file's meta table (which says how many items it "
+                     "holds) could not be read"),
+    (_exit.USAGE, "bad arguments, or no such file"),
+    (_exit.PERMISSION, "permission denied"),
+    (_exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = add_command(commands, common, "salvage", help="give back the intact items of a damaged batch file",
-                    description=DESCRIPTION, examples=EXAMPLES)
+                    description=DESCRIPTION, examples=EXAMPLES, exits=EXITS)
     p.add_argument("file", metavar="BAD_FILE", help="the damaged batch file")
     p.add_argument("--codec", help="the codec of its items, when its meta table cannot be read "
                                    "(default: the first codec that decodes its first intact chunk)")

@@ -335,7 +335,14 @@ def make_topics(bootstrap: str, topics: Dict[str, int], config: Optional[Dict[st
     for future in futures.values():
         future.result(30)
     deadline = time.monotonic() + 30
-    while not all(name in admin.list_topics(timeout=10).topics for name in topics):
+
+    def ready() -> bool:  # listed, and each partition with a leader
+        listed = admin.list_topics(timeout=10).topics
+        return all(name in listed and listed[name].error is None and len(listed[name].partitions) == count
+                   and all(p.leader >= 0 for p in listed[name].partitions.values())
+                   for name, count in topics.items())
+
+    while not ready():
         if time.monotonic() > deadline:
             raise RuntimeError(f"the topics {', '.join(topics)} did not appear within 30 s")
         time.sleep(0.1)
@@ -429,7 +436,7 @@ def run_row(spec: Dict[str, Any]) -> Dict[str, Any]:
     that ``RUSAGE_CHILDREN`` is their CPU. Raises RuntimeError when a process of the contender
     fails, or when the output is not complete within ``spec["timeout"]`` seconds.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     tag = uuid.uuid4().hex[:8]
     target, group = f"kafka-bench-out-{tag}", f"kafka-bench-{spec['contender']}-{tag}"
@@ -459,7 +466,10 @@ def run_row(spec: Dict[str, Any]) -> Dict[str, Any]:
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             if start_cpu is None and any(name.startswith("first-") for name in os.listdir(work)):
                 start_cpu = sum(process_cpu(pid) or 0.0 for pid in tree)
-            delivered = sum(watcher.get_watermark_offsets(tp, timeout=10, cached=False)[1] for tp in ends)
+            try:
+                delivered = sum(watcher.get_watermark_offsets(tp, timeout=10, cached=False)[1] for tp in ends)
+            except KafkaException as exc:  # a new topic's leader not known yet (NOT_LEADER_FOR_PARTITION): next time
+                print(f"kafka_bench: end offsets of {target}: {exc}", file=sys.stderr)
             if delivered >= events:
                 break
             dead = [p for p in processes if p.poll() is not None]

@@ -452,6 +452,7 @@ def run_row(spec: Dict[str, Any]) -> Dict[str, Any]:
     logs = []
     peak_rss = peak_pss = 0
     started = time.monotonic()
+    stopped = False
     try:
         for i, command in enumerate(contender_commands(spec, group, target, work)):
             log = open(os.path.join(work, f"process-{i}.log"), "w")
@@ -492,6 +493,7 @@ def run_row(spec: Dict[str, Any]) -> Dict[str, Any]:
         for process in killed:
             process.kill()
         codes = [p.wait() for p in processes]
+        stopped = True
     finally:
         for process in processes:
             if process.poll() is None:
@@ -500,6 +502,9 @@ def run_row(spec: Dict[str, Any]) -> Dict[str, Any]:
         for log in logs:
             log.close()
         watcher.close()
+        if not stopped:  # the row failed: leave nothing behind
+            shutil.rmtree(work, ignore_errors=True)
+            delete_topics(bootstrap, [target])
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     broker_after = process_cpu(spec["broker_pid"]) if spec.get("broker_pid") else None
     try:

@@ -6,6 +6,7 @@ item on arrival, and reports items/s, CPU microseconds per item over all process
 memory of the largest process, and how many items were lost or duplicated. Each row runs in a
 fresh runner process (so peak memory and CPU are its own), and the contenders take turns, so
 machine noise hits all alike. faster-fifo, pyzmq and matplotlib come with the ``bench`` extra.
+Kafka -> transform -> Kafka (the pipeline against plain confluent-kafka and Quix Streams): ``tools/kafka_bench.py``.
 """
 
 from __future__ import annotations

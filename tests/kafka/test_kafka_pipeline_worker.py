@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from typing import Any, Dict, List
@@ -125,6 +126,30 @@ def test_two_workers_turn_every_message_into_its_outputs_and_stop_once_drained(f
     want = [item for n in range(3000) for item in expected(n)]
     assert sorted(map(repr, got)) == sorted(map(repr, want))
     assert os.listdir(in_folder) == [] or drained(in_folder)
+
+
+def test_a_worker_hands_over_the_outputs_of_many_messages_in_few_chunks(folders):
+    # A put_many per message wrote a chunk (a row of the batch file) per message: the worker and
+    # the sink then paid for every item what a chunk costs.
+    in_folder, out_folder = folders
+    fill(in_folder, 2000)
+    worker = Worker(in_folder, out_folder, lambda message: message.value)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: drained(in_folder), message="the worker takes and acknowledges every message")
+    finally:
+        worker.stop()
+        thread.join(30)
+    chunks = items = 0
+    for name in os.listdir(out_folder):
+        if name.startswith("ready_"):
+            with sqlite3.connect(os.path.join(out_folder, name)) as db:
+                count, total = db.execute("SELECT COUNT(*), SUM(n) FROM items").fetchone()
+            chunks, items = chunks + count, items + total
+    assert items == 2000
+    assert chunks <= 2000 // 10
+    assert sorted(orjson.loads(v)["n"] for v in take_all(out_folder)) == list(range(2000))
 
 
 def test_a_worker_killed_again_and_again_loses_nothing(folders):

@@ -104,3 +104,12 @@ def test_ctrl_c_during_a_row_kills_its_processes_too(tmp_path):
     while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_the_ping_pong_rows_echo_every_task(tmp_path):
+    stdout, results = run_bench(tmp_path, "--items", "1000", "--sweep", "1", "--only", "turbo", "--pingpong", "5",
+                                "--rounds", "2")
+    assert "| ping-pong, one task out and its echo back | round trips | p50 ms | p99 ms | mean ms |" in stdout
+    assert set(results["pingpong"]) == {"mp", "turbo", "turbo-flush"}
+    for row in results["pingpong"].values():
+        assert row["round_trips"] == 10 and 0 < row["p50_ms"] <= row["p99_ms"]

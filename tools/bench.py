@@ -627,6 +627,67 @@ def _echo(jobs_path: str, results_path: str, n: int) -> None:
         results.flush()
 
 
+def _pingpong_echo(tasks: Any, results: Any, flush: bool) -> None:
+    while (task := tasks.get()) is not None:
+        results.put(task)
+        if flush:
+            results.flush()
+
+
+#: The ping-pong contenders: (name, queue maker, flush after each put).
+PINGPONG = {
+    "mp": ("multiprocessing.Queue", "mp", False),
+    "turbo": ("turbo_queue.Queue", "turbo", False),
+    "turbo-flush": ("turbo_queue.Queue, flush() after each put", "turbo", True),
+}
+
+
+def pingpong(contender: str, round_trips: int) -> List[float]:
+    """Request/response: one task out to a worker process, its echo back, before the next task.
+
+    Default settings, as a program written for ``multiprocessing.Queue`` has them; the
+    ``turbo-flush`` contender flushes after each put (what a lone item cannot cost less than).
+    The round trips in seconds, after 20 that warm up.
+    """
+    _, kind, flush = PINGPONG[contender]
+    ctx = multiprocessing.get_context("fork")
+    if kind == "mp":
+        tasks, results = ctx.Queue(), ctx.Queue()
+    else:
+        import turbo_queue
+
+        tasks, results = turbo_queue.Queue(), turbo_queue.Queue()
+    worker = ctx.Process(target=_pingpong_echo, args=(tasks, results, flush))
+    worker.start()
+    delays = []
+    for i in range(round_trips + 20):
+        sent = time.perf_counter()
+        tasks.put(i)
+        if flush:
+            tasks.flush()
+        got = results.get(timeout=30)
+        delays.append(time.perf_counter() - sent)
+        if got != i:
+            raise RuntimeError(f"ping-pong {contender}: sent {i}, got {got!r} back")
+    tasks.put(None)
+    worker.join()
+    return delays[20:]
+
+
+def pingpong_rows(round_trips: int, rounds: int) -> Dict[str, Dict[str, float]]:
+    """Each ping-pong contender ``rounds`` times, taking turns; p50/p99 over all its round trips."""
+    samples: Dict[str, List[float]] = {short: [] for short in PINGPONG}
+    for _ in range(rounds):
+        for short in PINGPONG:
+            samples[short] += in_fresh_process(pingpong, short, round_trips)
+    rows = {}
+    for short, delays in samples.items():
+        delays.sort()
+        rows[short] = {"round_trips": len(delays), "p50_ms": delays[len(delays) // 2] * 1000,
+                       "p99_ms": delays[int(len(delays) * 0.99) - 1] * 1000, "mean_ms": statistics.mean(delays) * 1000}
+    return rows
+
+
 # -- the report ------------------------------------------------------------------------------------
 
 def table(rows: List[Dict[str, Any]]) -> str:
@@ -685,6 +746,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the durable contender's folders go (default the temp dir, on disk)")
     p.add_argument("--backlog", type=int, default=0, help="also the backlog run with this many items (e.g. 5000000)")
     p.add_argument("--backlog-folder", default=tempfile.gettempdir(), help="disk folder for the backlog run")
+    p.add_argument("--pingpong", type=int, default=0,
+                   help="also the ping-pong round trip (one task out, its echo back), this many per round "
+                        "(--extras: 500 unless given)")
     p.add_argument("--chart", default="", help="write a PNG chart here (needs matplotlib)")
     p.add_argument("--json", default="", help="write all results as JSON here")
 
@@ -757,6 +821,13 @@ def run(args: argparse.Namespace) -> int:
         results["taskito"] = t = taskito_shape(args.tmp)
         print(f"taskito shape: enqueue {t['enqueue_per_s']:,.0f}/s, processing {t['process_per_s']:,.0f}/s, "
               f"round trip avg {t['rt_avg_ms']:.2f} ms, p50 {t['rt_p50_ms']:.2f} ms, p99 {t['rt_p99_ms']:.2f} ms")
+    round_trips = args.pingpong or (500 if args.extras else 0)
+    if round_trips:
+        results["pingpong"] = pp = pingpong_rows(round_trips, args.rounds)
+        print("\n| ping-pong, one task out and its echo back | round trips | p50 ms | p99 ms | mean ms |\n|---|---:|---:|---:|---:|")
+        for short, row in pp.items():
+            print(f"| {PINGPONG[short][0]} | {row['round_trips']:,} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                  f"| {row['mean_ms']:.2f} |")
     if args.backlog:
         results["backlog"] = b = backlog(args.backlog, 2, args.backlog_folder)
         print(f"backlog of {b['items']:,} items: fill peak MB per process {[round(x) for x in b['fill_peak_mb']]}, "

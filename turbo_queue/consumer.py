@@ -23,9 +23,11 @@ log = logging.getLogger("turbo_queue")
 
 #: How soon a consumer looks again at ready_ files that were all held by other processes: the
 #: process that handed a file over lets go of it just after the rename that woke the consumer
-#: (after an fsync of the folder, when durable). The wait doubles while they stay held (a
-#: stopped process may hold one), up to the last value.
-_HELD_RETRY = (0.002, 0.1)
+#: (after an fsync of the folder, when durable), microseconds later unless the wake-up took its
+#: CPU, which is common on a busy machine. A lone item waits this long on its way, so the first
+#: look comes soon. The wait doubles while they stay held (a stopped process may hold one), up
+#: to the last value.
+_HELD_RETRY = (0.0002, 0.1)
 
 PathLike = Union[str, "os.PathLike[str]"]
 

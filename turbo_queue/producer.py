@@ -32,7 +32,10 @@ class Enqueuer:
     A batch is a ``loading_`` file that only this producer writes. It is rolled to ``ready_``
     (handed over to consumers) when it holds ``batch_size`` items, when its oldest item has waited
     ``max_batch_delay`` seconds (a timer thread does this even when no more items come), and on
-    ``flush()``, ``close()`` and normal process exit. While other ``ready_`` files wait (consumers
+    ``flush()``, ``close()`` and normal process exit. A lone item goes at once: a ``put()`` that
+    starts a batch hands it over before it returns when a consumer has claimed this producer's
+    previous batch: a producer whose last batch was taken before its next item came is not
+    streaming, and nobody gains by holding that item (Nagle's rule; see docs/protocol.md). While other ``ready_`` files wait (consumers
     are busy), the timer lets the batch fill for up to ten times ``max_batch_delay``: small files
     would only add work for busy consumers. Items are encoded at ``put`` time, so an item
     the codec cannot take raises ``TypeError`` there.
@@ -101,6 +104,7 @@ class Enqueuer:
         self._writer: Optional[BatchWriter] = None
         self._batch_items = 0  # items in this batch, pending ones included
         self._deadline: Optional[float] = None  # when the batch must roll
+        self._handed_over: Optional[str] = None  # the ready_ path of the last batch rolled, until claimed
         self._last_call: float = float("-inf")  # when the timer must roll, whatever waits (see _run_timer)
         self._timer: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None  # a failure of the timer, raised at the next call
@@ -124,6 +128,9 @@ class Enqueuer:
             if self._counts is not None:
                 self._counts[PUT] += 1
             if self._batch_items == 1:
+                if self._alone():
+                    self._roll()
+                    return
                 self._start_clock()
             if len(self._pending) >= self.chunk_size or self._pending_bytes >= self.chunk_bytes:
                 self._write_pending()
@@ -238,6 +245,21 @@ class Enqueuer:
         else:
             self._cond.notify()
 
+    def _alone(self) -> bool:
+        """Whether a lone item that starts a batch goes at once (Nagle's rule, docs/protocol.md step 3).
+
+        It does when a consumer has claimed this producer's previous batch (it is no longer
+        ``ready_``): the producer is not outrunning its consumers, so holding the item would only
+        make it wait. A streaming producer's previous batch is still waiting when its next item
+        comes (a claim takes longer than a put), and a new producer has no previous batch: their
+        batches fill as before. Under ``max_ready_files`` the item goes at once only while there
+        is room.
+        """
+        if self._handed_over is None or os.path.lexists(self._handed_over):
+            return False
+        self._handed_over = None  # one lone item per claim: the next waits until this one's batch is claimed
+        return self.max_ready_files is None or _folder.count_ready(self.folder) < self.max_ready_files
+
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, []
         self._pending_bytes = 0
@@ -265,6 +287,7 @@ class Enqueuer:
             batch.move(_folder.READY, self.durable)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail(exc, "handing over") from exc
+        self._handed_over = batch.path
         batch.unlock()
         self._batch, self._writer = None, None
         self._batch_items = 0

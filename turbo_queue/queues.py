@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from queue import Empty, Full
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 from . import _counters, _folder, _lifecycle, _platform
 from ._checks import check_timeout, positive_int, positive_number
@@ -27,6 +27,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: A put waiting for room under ``maxsize`` (or ``join()``) looks again after this long, at most.
 _MAX_POLL = 0.01
+#: How long, at most, a non-blocking get waits for items that ``qsize()`` counts and that are not
+#: handed over yet (see ``_get_counted``): a second, or 0.1 s plus twice ``max_batch_delay`` if less.
+_COUNTED_WAIT = 1.0
+
+_T = TypeVar("_T")
 
 
 def _remove_folder(path: str) -> None:
@@ -281,7 +286,7 @@ class Queue:
             check_timeout(timeout if block else None)
             self._flush_own()
             if not block:  # the timeout counts only when blocking, as in queue.Queue
-                return dequeuer.get(False)
+                return self._get_counted(lambda wait: dequeuer.get(True, wait))
             return dequeuer.get(True, timeout)
 
     def get_nowait(self) -> Any:
@@ -298,7 +303,7 @@ class Queue:
             check_timeout(timeout if block else None)
             self._flush_own()
             if not block:  # the timeout counts only when blocking, as in queue.Queue
-                return dequeuer.get_many(max_items, False)
+                return self._get_counted(lambda wait: dequeuer.get_many(max_items, True, wait))
             return dequeuer.get_many(max_items, True, timeout)
 
     def peek(self, n: int = 1) -> List[Any]:
@@ -408,6 +413,27 @@ class Queue:
         enqueuer = self._enqueuer
         if enqueuer is not None and enqueuer.pending:
             enqueuer.flush()
+
+    def _get_counted(self, get: Callable[[float], _T]) -> _T:
+        """A non-blocking get that found nothing to claim, while ``qsize()`` may count items.
+
+        Counted items that no consumer can claim are in a producer's batch not handed over yet:
+        a lone item of a producer that is not streaming is on its way at once, and any batch rolls
+        within ``max_batch_delay``. Wait for them while any are counted, for a bounded time, so
+        that ``if not q.empty(): q.get_nowait()`` gets the item; ``Empty`` once none are counted
+        (another consumer got them) or the time is up (a producer died holding them, or another
+        consumer holds them in its batch).
+        """
+        deadline = time.monotonic() + min(_COUNTED_WAIT, 0.1 + 2 * self._settings["max_batch_delay"])
+        while self.qsize() > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return get(min(remaining, _MAX_POLL))
+            except Empty:
+                continue
+        raise Empty
 
     def _put_bounded(self, enqueuer: Enqueuer, items: List[Any], block: bool, timeout: Optional[float]) -> None:
         check_timeout(timeout if block else None)

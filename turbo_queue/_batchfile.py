@@ -145,6 +145,8 @@ class BatchReader:
 
     Its reads share one read transaction, ended only to record a position: SQLite then takes its
     lock and checks the file once, not once per chunk (no other connection writes a held file).
+    Chunks read in order come from one cursor, which lives on across those records: one query
+    per batch, not one per chunk.
     """
 
     def __init__(self, path: str, durable: bool = False) -> None:
@@ -157,8 +159,11 @@ class BatchReader:
             self.count = int(meta["count"])
             self.acked = int(meta["acked"])
             self.crashes = int(meta.get("crashes", 0))  # consumers that died holding it (see recovery)
-            self._select = (f"SELECT {_columns(meta['format'])} FROM items "
-                            "WHERE first <= ? ORDER BY first DESC LIMIT 1")
+            # From the chunk holding item ? on, in order (two look-ups of the primary key, no scan).
+            self._select = (f"SELECT {_columns(meta['format'])} FROM items WHERE first >= coalesce("
+                            "(SELECT first FROM items WHERE first <= ? ORDER BY first DESC LIMIT 1), 0) ORDER BY first")
+            self._rows: Optional[sqlite3.Cursor] = None
+            self._rows_at = -1  # the position the next row of _rows starts at
             # The count decides when the file is deleted, so check it against the chunks (a cheap
             # look-up of the last row): a damaged count must not delete items that were never read.
             last = self._conn.execute("SELECT first + n FROM items ORDER BY first DESC LIMIT 1").fetchone()
@@ -174,11 +179,20 @@ class BatchReader:
 
     def chunk_at(self, position: int) -> Optional[Chunk]:
         """The chunk that holds item ``position`` (None past the end); DamagedChunk if it changed."""
-        row = self._conn.execute(self._select, (position,)).fetchone()
+        rows = self._rows
+        if rows is None or position != self._rows_at:
+            rows = self._rows = self._conn.execute(self._select, (position,))
+        row = rows.fetchone()
         if row is None:
+            self._rows = None
             return None
-        chunk = _chunk(self.path, row)
-        return chunk if chunk.first + chunk.n > position else None
+        try:
+            chunk = _chunk(self.path, row)
+        except BaseException:
+            self._rows = None  # so that the damaged chunk is read again, not the one after it
+            raise
+        self._rows_at = chunk.first + chunk.n
+        return chunk if chunk.first <= position < self._rows_at else None
 
     def save_acked(self, position: int) -> None:
         """Record that the first ``position`` items were acknowledged (sqlite3.Error if it failed)."""
@@ -188,12 +202,17 @@ class BatchReader:
             conn.execute("COMMIT")
             self.acked = position
         except sqlite3.Error:
+            self._rows = None  # a rollback may end the cursor too
             _rollback(conn)
             raise
         finally:
             conn.execute("BEGIN")
 
     def close(self) -> None:
+        rows, self._rows = self._rows, None
+        if rows is not None:  # a statement still open keeps SQLite from closing the file (R1, R4)
+            rows.close()
+            del rows
         _rollback(self._conn)  # the read transaction: nothing to undo
         self._conn.close()
 

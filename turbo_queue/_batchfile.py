@@ -65,22 +65,64 @@ def created_by() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _create_tables(conn: sqlite3.Connection, codec: Codec, meta: Optional[Dict[str, object]] = None) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    entries = {"format": FORMAT_VERSION, "codec": codec.name, "count": 0, "acked": 0,
+               "created_by": created_by(), **(meta or {})}
+    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(entries.items()))
+
+
+def empty_file(codec: Codec) -> bytes:
+    """The bytes of a new batch file of ``codec`` made by this process: its tables and meta, no item.
+
+    Written into a new file (``_folder.create``) they cost one write, where creating the tables
+    costs SQLite several statements per batch. Made once per process and codec (``created_by``
+    names the process); b"" where this Python's sqlite3 cannot make them (no ``serialize``
+    before 3.11): the writer then creates the tables itself.
+    """
+    global _empty_pid
+    if _empty_pid != os.getpid():  # a forked child: the parent's name the parent
+        _empty_files.clear()
+        _empty_pid = os.getpid()
+    found = _empty_files.get(codec.name)
+    if found is None:
+        found = b""
+        if hasattr(sqlite3.Connection, "serialize"):
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                _create_tables(conn, codec)
+                found = conn.serialize()
+            finally:
+                conn.close()
+        _empty_files[codec.name] = found
+    return found
+
+
+_empty_files: Dict[str, bytes] = {}
+_empty_pid = 0
+
+
 class BatchWriter:
     """Fills a new batch file. Everything is one transaction, committed by ``finish``."""
 
     def __init__(
-        self, path: str, codec: Codec, durable: bool = False, meta: Optional[Dict[str, object]] = None
+        self, path: str, codec: Codec, durable: bool = False, meta: Optional[Dict[str, object]] = None,
+        *, tables: bool = False,
     ) -> None:
-        """``meta``: more entries for the meta table (or other starting values, e.g. ``acked``)."""
+        """``meta``: more entries for the meta table (or other starting values, e.g. ``acked``).
+
+        ``tables``: the file already holds ``empty_file(codec)``; else it is empty, and the tables
+        are created here.
+        """
         self.count = 0
         self._conn = _connect(path, durable)
         try:
             self._conn.execute("BEGIN")
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
-            entries = {"format": FORMAT_VERSION, "codec": codec.name, "count": 0, "acked": 0,
-                       "created_by": created_by(), **(meta or {})}
-            self._conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(entries.items()))
+            if not tables:
+                _create_tables(self._conn, codec, meta)
+            elif meta:
+                self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
         except BaseException:
             self.abandon()
             raise

@@ -37,12 +37,15 @@ _SCHEMA = (
 )
 
 
-def _connect(path: str, durable: bool) -> sqlite3.Connection:
+def _connect(path: str, durable: bool, new: bool = False) -> sqlite3.Connection:
     # Autocommit mode: this module says BEGIN and COMMIT itself. Rollback journal (DELETE mode):
-    # it survives kill -9 (R3) and leaves no file beside the database once closed (R1).
+    # it survives kill -9 (R3) and leaves no file beside the database once closed (R1). DELETE
+    # is SQLite's default, and only a file in WAL mode keeps another: a ``new`` file, which this
+    # process made, needs no statement to say so.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA journal_mode=DELETE")
+    if not new:
+        conn.execute("PRAGMA journal_mode=DELETE")
     return conn
 
 
@@ -116,7 +119,7 @@ class BatchWriter:
         are created here.
         """
         self.count = 0
-        self._conn = _connect(path, durable)
+        self._conn = _connect(path, durable, new=True)
         try:
             self._conn.execute("BEGIN")
             if not tables:
@@ -255,8 +258,7 @@ class BatchReader:
         if rows is not None:  # a statement still open keeps SQLite from closing the file (R1, R4)
             rows.close()
             del rows
-        _rollback(self._conn)  # the read transaction: nothing to undo
-        self._conn.close()
+        self._conn.close()  # which ends the read transaction: nothing to undo
 
     def forget(self) -> sqlite3.Connection:
         return _never_close(self._conn)

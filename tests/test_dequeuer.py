@@ -281,7 +281,7 @@ def test_a_newer_format_is_refused_and_left_as_it_is(folder, caplog):
     (name,) = listing(folder)["ready"]
     path = os.path.join(folder, name)
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = 3 WHERE key = 'format'")
+    conn.execute("UPDATE meta SET value = 4 WHERE key = 'format'")  # newer than format 3
     conn.commit()
     conn.close()
     before = open(path, "rb").read()
@@ -292,7 +292,7 @@ def test_a_newer_format_is_refused_and_left_as_it_is(folder, caplog):
             dequeuer.get(timeout=0.05)
     assert listing(folder)["ready"] == [name]
     assert open(path, "rb").read() == before
-    assert "format version 3 is not known" in caplog.text
+    assert "format version 4 is not known" in caplog.text
 
 
 def test_foreign_entries_are_left_alone(folder):

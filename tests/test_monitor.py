@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 
 from turbo_queue import Dequeuer, monitor
-from turbo_queue.monitor import reading
+from turbo_queue import _batchfile
 from turbo_queue._batchfile import BatchReader
 
 from tests.support import drain, listing, hand_over, snapshot
@@ -110,7 +110,7 @@ def test_reading_takes_no_lock_so_a_consumer_can_always_write_its_position(folde
     path = os.path.join(folder, name)
     consumer = BatchReader(path)  # what a Dequeuer holds
     try:
-        reader = reading._connect_read_only(path)
+        reader = _batchfile.connect_read_only(path)
         cursor = reader.execute("SELECT first, n, data FROM items")
         cursor.fetchone()  # a read in progress
         consumer.save_acked(7)

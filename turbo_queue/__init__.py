@@ -7,6 +7,7 @@ consumers claim whole files by renaming them, so processes never wait on each ot
 from __future__ import annotations
 
 from queue import Empty, Full
+from typing import Any
 
 from ._errors import (
     BatchFormatError,
@@ -36,6 +37,8 @@ __all__ = [
     "Enqueuer",
     "Full",
     "JoinableQueue",
+    "KafkaDequeue",
+    "KafkaEnqueue",
     "MultiTask",
     "NetworkFilesystemError",
     "Queue",
@@ -53,3 +56,12 @@ __all__ = [
     "set_aside",
     "startup",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """0.8.0's ``KafkaEnqueue`` and ``KafkaDequeue``, imported when first asked for (they need the Kafka code)."""
+    if name in ("KafkaEnqueue", "KafkaDequeue"):
+        from .legacy import kafka
+
+        return getattr(kafka, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,12 +11,13 @@ import os
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from . import _folder, _platform
-from ._codecs import Codec, get_codec
+from ._codecs import CHUNK_BYTES, Codec, encode_chunks, get_codec
 from ._batchfile import BatchWriter
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Items encoded together into one row of a set-aside batch (as the producer's default).
+#: Items encoded together into one row of a set-aside batch (as the producer's defaults: at most
+#: this many, and ``CHUNK_BYTES``).
 _CHUNK_SIZE = 100
 
 #: A chunk as written: item count, encoded bytes, and the CRC-32 to keep (None: compute it).
@@ -65,7 +66,6 @@ def set_aside(folder: PathLike, items: Sequence[Any], reason: str, *, codec: str
     path = os.path.abspath(os.fspath(folder))
     _platform.prepare_folder(path, allow_network_fs)
     _folder.require_writable(path, "set_aside()")
-    chunks = [(len(part), chosen.encode_many(part), None)
-              for part in (items[i : i + _CHUNK_SIZE] for i in range(0, len(items), _CHUNK_SIZE))]
+    chunks = [(n, data, None) for n, data in encode_chunks(chosen, items, _CHUNK_SIZE, CHUNK_BYTES)]
     return write_bad(path, chosen, chunks, {"reason": reason}, durable)
 

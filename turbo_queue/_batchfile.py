@@ -10,14 +10,27 @@ A row is a chunk of ``n`` items encoded together by the codec; ``first`` is the 
 first item in the batch, so a position (``acked``: how many items were acknowledged) names an item
 inside a chunk. ``crc`` is the CRC-32 of ``data``: a chunk whose bytes changed on disk is never
 decoded. Format 1 is format 2 without ``crc``; it is still read.
+
+Format 3 is format 2 plus a table for chunks too large for one SQLite value (SQLite's length
+limit, 1,000,000,000 bytes by default)::
+
+    parts(first INTEGER, seq INTEGER, data BLOB, PRIMARY KEY (first, seq))
+
+Such a chunk's ``items`` row has an empty ``data`` (no chunk of any codec is empty) and its bytes
+are the ``parts`` rows of its ``first`` in ``seq`` order (0, 1, ...); ``crc`` is of the whole. A
+file is written as format 3 only when it holds such a chunk, so that readers of format 2 read
+every other file, and refuse these clearly (a version they do not know).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import sqlite3
+import stat
+import urllib.parse
 import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
@@ -28,13 +41,31 @@ from ._errors import BatchFormatError
 #: A batch's meta table by key: SQLite values (int, float, str, bytes or None), as stored.
 Meta = Dict[str, Any]
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: The newest format written: a batch is format 3 only if it holds a chunk split into parts.
+FORMAT_VERSION = 3
+UNSPLIT_VERSION = 2
+READABLE_VERSIONS = (1, 2, 3)
+
+#: SQLite's length limit (a string, a blob, a row: SQLITE_LIMIT_LENGTH) for the connections this
+#: module opens; None keeps SQLite's own. A chunk above it is split into parts. Tests lower it,
+#: so that splitting runs with small items.
+LENGTH_LIMIT: Optional[int] = None
+
+#: SQLite's default length limit, assumed where Python cannot ask (``getlimit``: Python 3.11+).
+_SQLITE_DEFAULT_LIMIT = 1_000_000_000
+
+#: Room left in a row for its other columns and its record header, below the length limit.
+_ROW_SPARE = 1024
+
+#: The size of a part of a split chunk (1 MiB parts wrote and read fastest, against 16 and 64 MiB).
+_PART = 1 << 20
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     "CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL, data BLOB NOT NULL)",
 )
+_PARTS_SCHEMA = ("CREATE TABLE parts (first INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, "
+                 "PRIMARY KEY (first, seq))")
 
 
 def _connect(path: str, durable: bool, new: bool = False) -> sqlite3.Connection:
@@ -43,10 +74,21 @@ def _connect(path: str, durable: bool, new: bool = False) -> sqlite3.Connection:
     # is SQLite's default, and only a file in WAL mode keeps another: a ``new`` file, which this
     # process made, needs no statement to say so.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    limit_length(conn)
     conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
     if not new:
         conn.execute("PRAGMA journal_mode=DELETE")
     return conn
+
+
+def limit_length(conn: sqlite3.Connection) -> int:
+    """Apply ``LENGTH_LIMIT`` to ``conn`` (where Python can); the largest value it then stores."""
+    key = getattr(sqlite3, "SQLITE_LIMIT_LENGTH", None)
+    if key is None:  # Python before 3.11: SQLite keeps its own limit
+        return LENGTH_LIMIT or _SQLITE_DEFAULT_LIMIT
+    if LENGTH_LIMIT is not None:
+        getattr(conn, "setlimit")(key, LENGTH_LIMIT)
+    return int(getattr(conn, "getlimit")(key))
 
 
 def _never_close(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -71,7 +113,7 @@ def created_by() -> str:
 def _create_tables(conn: sqlite3.Connection, codec: Codec, meta: Optional[Dict[str, object]] = None) -> None:
     for statement in _SCHEMA:
         conn.execute(statement)
-    entries = {"format": FORMAT_VERSION, "codec": codec.name, "count": 0, "acked": 0,
+    entries = {"format": UNSPLIT_VERSION, "codec": codec.name, "count": 0, "acked": 0,
                "created_by": created_by(), **(meta or {})}
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(entries.items()))
 
@@ -120,6 +162,8 @@ class BatchWriter:
         """
         self.count = 0
         self._conn = _connect(path, durable, new=True)
+        self._largest = limit_length(self._conn) - _ROW_SPARE  # a chunk above this is split into parts
+        self._split = False
         try:
             self._conn.execute("BEGIN")
             if not tables:
@@ -131,12 +175,28 @@ class BatchWriter:
             raise
 
     def append(self, n: int, data: bytes, crc: Optional[int] = None) -> None:
-        """Add a chunk of ``n`` encoded items (``crc``: keep the one a damaged chunk was stored with)."""
-        self._conn.execute(
-            "INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)",
-            (self.count, n, zlib.crc32(data) if crc is None else crc, data),
-        )
+        """Add a chunk of ``n`` encoded items (``crc``: keep the one a damaged chunk was stored with).
+
+        A chunk larger than SQLite stores in one value is split into ``parts`` rows (format 3).
+        """
+        crc = zlib.crc32(data) if crc is None else crc
+        if len(data) <= self._largest:
+            self._conn.execute("INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)", (self.count, n, crc, data))
+        else:
+            self._append_parts(n, data, crc)
         self.count += n
+
+    def _append_parts(self, n: int, data: bytes, crc: int) -> None:
+        if not self._split:  # the first split chunk: the file becomes format 3, in the same transaction
+            self._conn.execute(_PARTS_SCHEMA)
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT_VERSION,))
+            self._split = True
+        self._conn.execute("INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)", (self.count, n, crc, b""))
+        size, view = min(self._largest, _PART), memoryview(data)
+        self._conn.executemany(
+            "INSERT INTO parts (first, seq, data) VALUES (?, ?, ?)",
+            ((self.count, seq, view[start : start + size]) for seq, start in enumerate(range(0, len(data), size))),
+        )
 
     def finish(self) -> None:
         """Record the count, commit and close: the file is then at rest, with no journal beside it."""
@@ -170,15 +230,36 @@ class DamagedChunk(sqlite3.DatabaseError):
         self.chunk = chunk
 
 
-def _chunk(path: str, row: Tuple[Any, ...]) -> Chunk:
-    """A row of ``items`` as a Chunk, checked: DamagedChunk or DatabaseError if it is damaged."""
+def _chunk(conn: sqlite3.Connection, path: str, row: Tuple[Any, ...]) -> Chunk:
+    """A row of ``items`` as a Chunk (its parts joined), checked: DamagedChunk or DatabaseError if it is damaged."""
     chunk = Chunk(*row)
+    if type(chunk.data) is bytes and not chunk.data and chunk.crc is not None:
+        chunk = chunk._replace(data=_join_parts(conn, path, chunk.first))
     if type(chunk.n) is not int or type(chunk.data) is not bytes or chunk.n < 1:  # damage can read back NULLs
         raise sqlite3.DatabaseError(f"{path}: the chunk of item {chunk.first} is malformed "
                                     f"(n={chunk.n!r}, data of type {type(chunk.data).__name__})")
     if chunk.crc is not None and zlib.crc32(chunk.data) != chunk.crc:
         raise DamagedChunk(path, chunk)
     return chunk
+
+
+def _join_parts(conn: sqlite3.Connection, path: str, first: int) -> bytes:
+    """The bytes of the chunk at ``first`` that was split into parts; DatabaseError if they are not all there.
+
+    The chunk is held twice for a moment (its parts, then the joined bytes).
+    """
+    try:
+        rows = conn.execute("SELECT seq, data FROM parts WHERE first = ? ORDER BY seq", (first,)).fetchall()
+    except sqlite3.OperationalError as exc:  # no parts table: an empty chunk is damage
+        raise sqlite3.DatabaseError(f"{path}: the chunk of item {first} is empty and has no parts ({exc})") from None
+    if not rows:
+        raise sqlite3.DatabaseError(f"{path}: the chunk of item {first} is empty and has no parts")
+    for seq, (number, part) in enumerate(rows):
+        if number != seq or type(part) is not bytes:
+            raise sqlite3.DatabaseError(f"{path}: part {seq} of the chunk of item {first} is missing or malformed")
+    data = b"".join([part for _, part in rows])
+    rows.clear()
+    return data
 
 
 def _columns(version: object) -> str:
@@ -232,7 +313,7 @@ class BatchReader:
             self._rows = None
             return None
         try:
-            chunk = _chunk(self.path, row)
+            chunk = _chunk(self._conn, self.path, row)
         except BaseException:
             self._rows = None  # so that the damaged chunk is read again, not the one after it
             raise
@@ -339,7 +420,7 @@ def chunks_from(conn: sqlite3.Connection, path: str, meta: Meta, position: int) 
     """The chunks holding items ``position`` onwards, checked as ``BatchReader.chunk_at`` does."""
     rows = conn.execute(f"SELECT {_columns(meta['format'])} FROM items WHERE first + n > ? ORDER BY first", (position,))
     for row in rows:
-        yield _chunk(path, row)
+        yield _chunk(conn, path, row)
 
 
 def unacknowledged(conn: sqlite3.Connection, path: str, limit: int) -> Tuple[Meta, List[Any]]:
@@ -378,3 +459,48 @@ def record_crash(path: str, durable: bool = False) -> int:
         return crashes
     finally:
         conn.close()
+
+
+# -- reading without a lock (the monitor, turbo-queue peek, Dequeuer.peek) ---------------------------
+
+
+def connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that never writes and never locks (``immutable``).
+
+    A plain read-only connection takes a shared lock while it reads: a consumer that records its
+    position at that instant has to wait for it, and fails with "database is locked" once its busy
+    timeout runs out. ``immutable`` also means SQLite ignores a journal beside the file, so a read
+    that races a consumer's write of its position may see a torn page: callers skip a file with a
+    journal, and treat an error as "try again later". A ``loading_`` file should not be read: its
+    producer is writing it.
+    """
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    limit_length(conn)
+    return conn
+
+
+def _require_regular(path: str) -> None:
+    """OSError unless ``path`` is a regular file (a FIFO would hang SQLite's open; a symlink is
+    never followed, as the protocol says)."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        raise OSError(errno.EINVAL, f"{kind}, so not a batch file", path)
+
+
+def open_read_only(path: str) -> sqlite3.Connection:
+    """A lock-free read-only connection to the batch file ``path`` (``connect_read_only``).
+
+    Raises FileNotFoundError (also when the file moved on while SQLite opened it),
+    PermissionError, OSError (not a regular file) or sqlite3.Error.
+    """
+    _require_regular(path)
+    with open(path, "rb"):  # a clear PermissionError, before SQLite's vaguer "unable to open"
+        pass
+    try:
+        return connect_read_only(path)
+    except sqlite3.Error:
+        if not os.path.lexists(path):  # renamed or deleted meanwhile: not a bad file
+            raise FileNotFoundError(errno.ENOENT, "moved on while being read", path) from None
+        raise

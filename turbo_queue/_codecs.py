@@ -12,7 +12,7 @@ import pickle
 import struct
 from abc import ABC, abstractmethod
 from array import array
-from typing import Any, Iterable, List, cast
+from typing import Any, Iterable, List, Tuple, cast
 
 import orjson
 
@@ -192,6 +192,35 @@ class RawCodec(Codec):
 
 
 CODECS = {codec.name: codec for codec in (PickleCodec(), JsonCodec(), StdlibJsonCodec(), RawCodec())}
+
+#: A chunk (one SQLite row, decoded at once by a consumer) holds at most this many bytes by
+#: default, whatever its item count allows: 100 items of 1 MB would otherwise make every consumer
+#: hold 100 MB, and more while it decodes them.
+CHUNK_BYTES = 1 << 20
+
+
+def encode_chunks(codec: Codec, items: List[Any], chunk_size: int, chunk_bytes: int) -> List[Tuple[int, bytes]]:
+    """``items`` as (item count, bytes) chunks of at most ``chunk_size`` items and ``chunk_bytes``
+    bytes each (or one item larger by itself); TypeError as ``encode_many``.
+
+    Each ``chunk_size`` items are encoded together first (the common case: they fit); a chunk
+    too large is split into as many parts as its size asks for, each encoded again.
+    """
+    chunks: List[Tuple[int, bytes]] = []
+    for start in range(0, len(items), chunk_size):
+        _encode_within(codec, items[start : start + chunk_size], chunk_bytes, chunks)
+    return chunks
+
+
+def _encode_within(codec: Codec, items: List[Any], chunk_bytes: int, chunks: List[Tuple[int, bytes]]) -> None:
+    data = codec.encode_many(items)
+    if len(data) <= chunk_bytes or len(items) == 1:
+        chunks.append((len(items), data))
+        return
+    parts = min(len(items), -(-len(data) // chunk_bytes))
+    step = -(-len(items) // parts)
+    for start in range(0, len(items), step):
+        _encode_within(codec, items[start : start + step], chunk_bytes, chunks)
 
 
 def get_codec(name: str) -> Codec:

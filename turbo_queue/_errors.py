@@ -26,7 +26,7 @@ class BatchFormatError(TurboQueueError):
     def __init__(self, path: str, version: object) -> None:
         super().__init__(
             f"{path}: batch format version {version!r} is not known to this turbo_queue "
-            f"(it reads versions 1 and 2); upgrade turbo_queue to read it. The file was left as it is."
+            f"(it reads versions 1 to 3); upgrade turbo_queue to read it. The file was left as it is."
         )
         self.path = path
         self.version = version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -199,6 +200,81 @@ class Dequeuer:
             if self._reader is not None and self._acked != self._taken:
                 self._items.clear()  # decoded items not yet returned are read again from the file
                 self._hand_back_claimed()
+
+    def peek(self, n: int = 1) -> List[Any]:
+        """The first ``n`` items waiting, in the order this consumer would get them, left untouched.
+
+        First the items of the batch it holds that it has not returned, then the ``ready_`` batches
+        in hand-over order, read without a lock (as ``turbo-queue peek`` reads them). Nothing is
+        claimed, acknowledged or counted: another consumer may take any of them meanwhile. Items a
+        producer has not handed over yet are not waiting; a batch or chunk that cannot be read is
+        passed over. Fewer than ``n`` (or none) when fewer wait. ``ValueError`` when closed.
+        """
+        positive_int("n", n)
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"Dequeuer for {self.folder} is closed")
+            items = list(itertools.islice(self._items, n))
+            if self._reader is not None:
+                items += self._peek_claimed(self._reader, n - len(items))
+            for name in _folder.ready_in_order(self.folder):
+                if len(items) >= n:
+                    break
+                items += _peek_ready(os.path.join(self.folder, name), n - len(items))
+            return items[:n]
+
+    def clear(self) -> int:
+        """Remove every item waiting; how many were removed.
+
+        Removed: the items of the batch this consumer holds that it has not returned, and every
+        ``ready_`` batch (dead processes' batches are recovered first, so theirs too). Each batch
+        is claimed before it is deleted, so a consumer that claims one first keeps it and delivers
+        it. Not removed: batches that live processes hold (a producer's items not handed over yet
+        arrive later; another consumer's claimed batch is delivered by it), ``bad_`` files (never
+        deleted, R9) and batches in a format this code does not read. ``ValueError`` when closed,
+        or with ``auto_ack=False`` while returned items wait for ``ack()``/``nack()``.
+        """
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"Dequeuer for {self.folder} is closed")
+            if self.unacknowledged:
+                raise ValueError(f"clear() would drop the {self.unacknowledged} items returned and not "
+                                 f"acknowledged; call ack() or nack() first")
+            self._items.clear()
+            self._recovered_at = float("-inf")  # recover first: a dead process's batches are waiting too
+            removed = 0
+            deadline = time.monotonic() + 1.0
+            while True:
+                if self._reader is not None:
+                    removed += self._reader.count - self._taken
+                    self._taken = self._acked = self._reader.count
+                    self._finish_batch()
+                elif not self._claim():
+                    if not self._held_wait or time.monotonic() > deadline:
+                        break
+                    time.sleep(self._held_wait)  # held for an instant by whoever just handed it over
+            if self._counts is not None:
+                self._counts[GOT] += removed
+            return removed
+
+    def _peek_claimed(self, reader: BatchReader, n: int) -> List[Any]:
+        """Up to ``n`` items of the claimed batch after those decoded, read without moving its position."""
+        items: List[Any] = []
+        position = self._next
+        while len(items) < n and position < reader.count:
+            try:
+                chunk = reader.chunk_at(position)
+            except sqlite3.DatabaseError:  # a damaged chunk: get() will set it aside
+                break
+            if chunk is None:
+                break
+            try:
+                decoded = reader.codec.decode(chunk.data)
+            except Exception:  # unpickling runs code from the file: any error means "cannot decode"
+                decoded = []
+            items += decoded[position - chunk.first:]
+            position = chunk.first + chunk.n
+        return items[:n]
 
     @property
     def unacknowledged(self) -> int:
@@ -525,3 +601,20 @@ class Dequeuer:
             _lifecycle.keep_inherited(held.reader.forget())
         self._counters = None  # the parent's: a child counts in counters of its own
         self._reset()
+
+
+def _peek_ready(path: str, n: int) -> List[Any]:
+    """The first ``n`` unacknowledged items of a ``ready_`` batch, read without a lock; [] if it
+    cannot be read now (claimed meanwhile, a newer format, damaged, undecodable)."""
+    if _batchfile.has_journal(path):
+        return []
+    try:
+        conn = _batchfile.open_read_only(path)
+    except (OSError, sqlite3.Error):
+        return []
+    try:
+        return _batchfile.unacknowledged(conn, path, n)[1]
+    except Exception:  # also any error of the codec: unpickling runs code from the file
+        return []
+    finally:
+        conn.close()

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _folder, _lifecycle, _platform, _watch
 from ._checks import check_timeout, positive_int, positive_number
-from ._codecs import get_codec
+from ._codecs import CHUNK_BYTES, encode_chunks, get_codec
 from ._counters import PUT, Counters
 from ._errors import BatchWriteError
 from ._batchfile import BatchWriter, empty_file
@@ -50,6 +50,7 @@ class Enqueuer:
         batch_size: int = 10_000,
         max_batch_delay: float = 0.05,
         chunk_size: int = 100,
+        chunk_bytes: int = CHUNK_BYTES,
         codec: str = "pickle",
         max_ready_files: Optional[int] = None,
         durable: bool = False,
@@ -59,10 +60,11 @@ class Enqueuer:
         self.folder = os.path.abspath(os.fspath(folder))
         self._counters = counters  # where Queue counts items at put() time
         self.check_settings(batch_size=batch_size, max_batch_delay=max_batch_delay, chunk_size=chunk_size,
-                            codec=codec, max_ready_files=max_ready_files)
+                            chunk_bytes=chunk_bytes, codec=codec, max_ready_files=max_ready_files)
         self.batch_size = batch_size
         self.max_batch_delay = float(max_batch_delay)
         self.chunk_size = chunk_size
+        self.chunk_bytes = chunk_bytes
         self.max_ready_files = max_ready_files
         self.durable = bool(durable)
         self.allow_network_fs = bool(allow_network_fs)
@@ -76,13 +78,14 @@ class Enqueuer:
 
     @staticmethod
     def check_settings(
-        *, batch_size: int = 1, max_batch_delay: float = 1.0, chunk_size: int = 1, codec: str = "pickle",
-        max_ready_files: Optional[int] = None, **_other: object,
+        *, batch_size: int = 1, max_batch_delay: float = 1.0, chunk_size: int = 1, chunk_bytes: int = 1,
+        codec: str = "pickle", max_ready_files: Optional[int] = None, **_other: object,
     ) -> None:
         """ValueError naming the first setting that is wrong."""
         positive_int("batch_size", batch_size)
         positive_number("max_batch_delay", max_batch_delay)
         positive_int("chunk_size", chunk_size)
+        positive_int("chunk_bytes", chunk_bytes)
         get_codec(codec)
         if max_ready_files is not None:
             positive_int("max_ready_files", max_ready_files)
@@ -93,6 +96,7 @@ class Enqueuer:
         self._cond = threading.Condition(self._lock)  # the timer waits on it
         self._encode = self._codec.encode
         self._pending: List[bytes] = []  # encoded items not yet written to the batch file
+        self._pending_bytes = 0  # their size
         self._batch: Optional[_folder.Batch] = None
         self._writer: Optional[BatchWriter] = None
         self._batch_items = 0  # items in this batch, pending ones included
@@ -106,18 +110,22 @@ class Enqueuer:
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Add one item to the current batch."""
         data = self._encode(item)
+        size = len(data)
         with self._lock:
             if self._closed or self._error is not None:
                 self._refuse()
             if self.max_ready_files is not None and self._batch_items + 1 >= self.batch_size:
                 self._wait_for_room(block, timeout)
+            if self._pending_bytes + size > self.chunk_bytes and self._pending:
+                self._write_pending()  # the item would take the chunk past chunk_bytes: it starts the next
             self._pending.append(data)
+            self._pending_bytes += size
             self._batch_items += 1
             if self._counts is not None:
                 self._counts[PUT] += 1
             if self._batch_items == 1:
                 self._start_clock()
-            if len(self._pending) >= self.chunk_size:
+            if len(self._pending) >= self.chunk_size or self._pending_bytes >= self.chunk_bytes:
                 self._write_pending()
             if self._batch_items >= self.batch_size:
                 self._roll()
@@ -125,13 +133,13 @@ class Enqueuer:
     def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> None:
         """Add many items at once: all of them, or (on an error) none of them.
 
-        The fast path: the items are encoded together, ``chunk_size`` at a time.
+        The fast path: the items are encoded together, ``chunk_size`` at a time (fewer when that
+        would take a chunk past ``chunk_bytes``).
         """
         items = items if isinstance(items, list) else list(items)
         if not items:
             return
-        size, encode_many = self.chunk_size, self._codec.encode_many
-        chunks = [(len(part), encode_many(part)) for part in (items[i : i + size] for i in range(0, len(items), size))]
+        chunks = encode_chunks(self._codec, items, self.chunk_size, self.chunk_bytes)
         with self._lock:
             if self._closed or self._error is not None:
                 self._refuse()
@@ -203,7 +211,7 @@ class Enqueuer:
         # A copy for another process carries the address and settings, never files or threads.
         return {
             "folder": self.folder, "batch_size": self.batch_size, "max_batch_delay": self.max_batch_delay,
-            "chunk_size": self.chunk_size, "codec": self.codec, "max_ready_files": self.max_ready_files,
+            "chunk_size": self.chunk_size, "chunk_bytes": self.chunk_bytes, "codec": self.codec, "max_ready_files": self.max_ready_files,
             "durable": self.durable, "allow_network_fs": self.allow_network_fs,
         }
 
@@ -232,6 +240,7 @@ class Enqueuer:
 
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, []
+        self._pending_bytes = 0
         self._write(len(pending), self._codec.join(pending))
 
     def _write(self, n: int, data: bytes) -> None:
@@ -288,7 +297,7 @@ class Enqueuer:
                     except OSError:
                         pass  # none: the usual case
             self._batch.unlock()
-        self._batch, self._writer, self._pending = None, None, []
+        self._batch, self._writer, self._pending, self._pending_bytes = None, None, [], 0
         self._batch_items, self._deadline = 0, None
         return BatchWriteError(
             f"{doing} batch {path} failed ({exc}); its {lost} items were not handed over. "

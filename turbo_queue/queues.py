@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _counters, _lifecycle, _platform
 from ._checks import check_timeout
+from ._codecs import CHUNK_BYTES
 from ._counters import DONE
 from .consumer import Dequeuer
 from .producer import Enqueuer
@@ -49,6 +50,7 @@ class Queue:
         batch_size: int = 10_000,
         max_batch_delay: float = 0.025,
         chunk_size: int = 100,
+        chunk_bytes: int = CHUNK_BYTES,
         codec: str = "pickle",
         durable: bool = False,
         ack_every: int = 1000,
@@ -58,7 +60,7 @@ class Queue:
             raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
         self._settings: Dict[str, Any] = {
             "batch_size": batch_size, "max_batch_delay": max_batch_delay, "chunk_size": chunk_size,
-            "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
+            "chunk_bytes": chunk_bytes, "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,
         }
         self._ack_every = ack_every
         Enqueuer.check_settings(**self._settings)
@@ -151,6 +153,35 @@ class Queue:
             check_timeout(timeout if block else None)
             self._flush_own()
             return dequeuer.get_many(max_items, block, timeout)
+
+    def peek(self, n: int = 1) -> List[Any]:
+        """The first ``n`` items waiting, in the order ``get()`` here would return them, left untouched.
+
+        This process's partial batch is handed over first (as a ``get()`` that finds nothing does);
+        then see ``Dequeuer.peek``: what this process's consumer holds, then the ``ready_`` batches
+        in hand-over order. Fewer than ``n`` when fewer wait; another process may take any of them.
+        """
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        self._flush_own()
+        return (self._dequeuer or self._open_dequeuer()).peek(n)
+
+    def clear(self) -> int:
+        """Remove every item waiting in the queue; how many were removed (see README, "clear").
+
+        This process's partial batch is handed over and removed with the rest; then see
+        ``Dequeuer.clear``: every ``ready_`` batch (and dead processes' batches) is removed, and what
+        this process's consumer holds and has not returned. Batches held by other live processes
+        are theirs: a producer's items not handed over yet arrive later, another consumer's claimed
+        batch is delivered by it. ``qsize()`` drops by the count, and ``join()`` waits for none of them.
+        """
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        self._flush_own()
+        removed = (self._dequeuer or self._open_dequeuer()).clear()  # counts them as got
+        if removed:
+            self._own_counters().add(DONE, removed)  # nobody will call task_done() for them
+        return removed
 
     def qsize(self) -> int:
         """Items put and not yet got, over every process that uses the queue (approximate after a crash)."""

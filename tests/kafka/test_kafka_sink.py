@@ -159,7 +159,8 @@ def test_sigterm_while_no_broker_answers_is_a_clean_stop(folder):
 def test_bad_settings_are_refused_at_once(folder):
     for bad, message in [({"topic": ""}, "topic must name"), ({"max_in_flight": 0}, "max_in_flight"),
                          ({"partition": -1}, "partition must"), ({"dead_letter": "t"}, "another topic"),
-                         ({"colour": "red"}, "unknown KafkaSink setting")]:
+                         ({"colour": "red"}, "unknown KafkaSink setting"),
+                         ({"value": "avro"}, "value must be 'auto' or 'json'")]:
         settings = {"bootstrap_servers": "127.0.0.1:9", "topic": "t", **bad}
         with pytest.raises(ValueError, match=message):
             KafkaSink(folder, **settings)

@@ -153,6 +153,8 @@ def test_settings_that_would_break_at_least_once_are_refused(folder):
         KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", max_ready=3)
     with pytest.raises(ValueError, match="value must be"):
         KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", value="avro")
+    with pytest.raises(ValueError, match="item must be 'message' or 'value'"):
+        KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", item="key")
 
 
 def test_a_folder_on_a_network_filesystem_is_refused(monkeypatch, tmp_path):

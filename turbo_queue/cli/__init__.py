@@ -14,7 +14,7 @@ import sys
 from typing import List, Optional
 
 from .. import __version__
-from . import _exit, demo, exporter, kafka_sink, kafka_source, monitor, peek, pipeline, recover, stats
+from . import _exit, demo, exporter, kafka_sink, kafka_source, monitor, peek, pipeline, recover, salvage, stats
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -27,7 +27,7 @@ EPILOG = """examples:
 
 #: The command modules, in the order of the help. The Kafka commands' modules live in the kafka
 #: package (they import confluent-kafka only inside ``run``).
-COMMANDS = (demo, recover, monitor, stats, exporter, peek, kafka_source, kafka_sink, pipeline)
+COMMANDS = (demo, recover, monitor, stats, exporter, peek, salvage, kafka_source, kafka_sink, pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 DEFAULTS: Dict[str, Any] = {
     "dead_letter": None,  # topic for messages the broker refuses for good; None: a bad_ batch in the folder
     "partition": None,  # produce every message to this partition; None: chosen from the key
+    "value": "auto",  # "auto": bytes and str as they are, anything else as JSON; "json": every value as JSON
     "max_in_flight": 10_000,  # items taken, produced and not yet acknowledged, at most
     "connect_timeout": 30.0,  # seconds for a broker to answer and the topics to exist, at start
     "stop_timeout": 30.0,  # at a stop, seconds for the broker to confirm what is in flight
@@ -69,13 +70,16 @@ class _Refused(Exception):
     """An item that cannot become a Kafka message (its value, key or headers are of no usable type)."""
 
 
-def _record(item: Any) -> Tuple[Any, Any, Any, int]:
-    """``(value, key, headers, timestamp)`` to produce from an item; _Refused if it cannot be."""
+def _record(item: Any, as_json: bool = False) -> Tuple[Any, Any, Any, int]:
+    """``(value, key, headers, timestamp)`` to produce from an item; _Refused if it cannot be.
+
+    With ``as_json`` every value is JSON-encoded, a str and None too (bytes are refused).
+    """
     if isinstance(item, Message):
         value, key, headers, timestamp = item.value, item.key, item.headers, item.timestamp or 0
     else:
         value, key, headers, timestamp = item, None, None, 0
-    if value is not None and not isinstance(value, (bytes, str)):
+    if as_json or (value is not None and not isinstance(value, (bytes, str))):
         try:
             value = orjson.dumps(value)
         except TypeError as exc:
@@ -106,7 +110,7 @@ class KafkaSink:
 
     An item is a :class:`Message` (key, headers and timestamp produced as given; ``topic``,
     ``partition`` and ``offset`` of where it came from are ignored) or a plain value: bytes and str
-    as they are, anything else as JSON (orjson). The partition is chosen from the key unless the
+    as they are, anything else as JSON (orjson); with ``value="json"`` every value as JSON. The partition is chosen from the key unless the
     ``partition`` setting names one. A message the broker refuses for good (too large, say) goes
     to the ``dead_letter`` topic with the reason in a header, or else into a ``bad_`` batch of the
     folder with the reason (``set_aside``); the sink goes on. Settings and defaults: ``DEFAULTS``;
@@ -127,6 +131,8 @@ class KafkaSink:
             raise ValueError(f"dead_letter must name a topic or be None, got {merged['dead_letter']!r}")
         if merged["dead_letter"] == topic:
             raise ValueError("dead_letter must be another topic than the one produced to")
+        if merged["value"] not in ("auto", "json"):
+            raise ValueError(f"value must be 'auto' or 'json', got {merged['value']!r}")
         partition = merged["partition"]
         if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int) or partition < 0):
             raise ValueError(f"partition must be a partition number (0 or more) or None, got {partition!r}")
@@ -141,6 +147,7 @@ class KafkaSink:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.settings = merged
+        self._as_json = merged["value"] == "json"
         self.config: Dict[str, Any] = {**PRODUCER_DEFAULTS, **dict(merged["config"] or {}),
                                        "bootstrap.servers": bootstrap_servers}
         self._stopping = False
@@ -277,7 +284,7 @@ class KafkaSink:
         round_, ck = self._round, self._ck
         item = round_.items[index]
         try:
-            value, key, headers, timestamp = _record(item)
+            value, key, headers, timestamp = _record(item, self._as_json)
         except _Refused as exc:
             round_.refused.append((index, f"it cannot be produced: {exc}"))
             return
@@ -415,7 +422,7 @@ class KafkaSink:
             round_.keep.append((index, reason))
             return
         try:
-            value, key, headers, timestamp = _record(round_.items[index])
+            value, key, headers, timestamp = _record(round_.items[index], self._as_json)
         except _Refused:  # nothing a topic can take
             round_.keep.append((index, reason))
             return

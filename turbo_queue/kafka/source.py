@@ -31,6 +31,7 @@ TopicPartition = Tuple[str, int]
 #: The source's settings and their defaults (keyword arguments of KafkaSource).
 DEFAULTS: Dict[str, Any] = {
     "value": "bytes",  # "bytes": the value as the broker has it; "json": decoded (a bad one is set aside)
+    "item": "message",  # "message": each item is a Message; "value": the value alone (key, headers, origin dropped)
     "dead_letter": None,  # topic for values that do not decode; None: a bad_ batch in the folder
     "max_ready_files": 100,  # pause the partitions while this many ready_ batches wait (None: no limit)
     "max_ready_items": None,  # ...or while this many items wait in ready_/chosen_ batches (None: no limit)
@@ -86,7 +87,7 @@ class KafkaSource:
     """Consumes ``topics`` in consumer group ``group`` and puts each message into ``folder``.
 
     Each item is a :class:`Message` (key, value, headers, timestamp, topic, partition, offset),
-    in the pickle codec. ``topics`` may hold regular expressions (``"^events-.*"``) as
+    in the pickle codec; with ``item="value"``, the message's value alone. ``topics`` may hold regular expressions (``"^events-.*"``) as
     confluent-kafka allows. The settings and their defaults are in ``DEFAULTS``; ``config`` passes
     any librdkafka setting (it may not turn on automatic commits). ``run()`` consumes until
     ``stop()`` (from another thread or a signal handler), then hands over, commits and leaves the
@@ -112,6 +113,8 @@ class KafkaSource:
             raise ValueError("group must name the consumer group")
         if merged["value"] not in ("bytes", "json"):
             raise ValueError(f"value must be 'bytes' or 'json', got {merged['value']!r}")
+        if merged["item"] not in ("message", "value"):
+            raise ValueError(f"item must be 'message' or 'value', got {merged['item']!r}")
         for name in ("connect_timeout", "commit_interval", "status_interval"):
             if not isinstance(merged[name], (int, float)) or not merged[name] > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {merged[name]!r}")
@@ -240,8 +243,9 @@ class KafkaSource:
         """Put the messages into the current batch (and set aside those that do not decode)."""
         if not messages:
             return
-        items: List[Message] = []
+        items: List[Any] = []
         decode = self.settings["value"] == "json"
+        values_only = self.settings["item"] == "value"
         for m in messages:
             error = m.error()
             if error is not None:
@@ -268,7 +272,7 @@ class KafkaSource:
                     self._bad_value(message, f"the value of {where[0]} [{where[1]}] at offset {offset} "
                                              f"is not JSON: {exc}")
                     continue
-            items.append(message)
+            items.append(message.value if values_only else message)
         if items:
             assert self._enqueuer is not None
             try:

@@ -1,7 +1,8 @@
 """The APIs of the earlier turbo-queue releases, kept working on top of the current core.
 
 ``startup``, ``enqueue`` and ``dequeue`` are turbo-queue 0.5.2's; ``Startup``, ``Enqueue``,
-``Dequeue``, ``MultiTask`` and ``TaskGroup`` are 0.8.0's. New code should use
+``Dequeue``, ``MultiTask`` and ``TaskGroup`` are 0.8.0's, and so are ``KafkaEnqueue`` and
+``KafkaDequeue`` (in ``legacy.kafka``, imported by ``turbo_queue`` when first asked for). New code should use
 ``Enqueuer``/``Dequeuer`` or ``Queue``, and ``Supervisor``.
 """
 

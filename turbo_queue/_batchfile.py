@@ -127,7 +127,7 @@ def empty_file(codec: Codec) -> bytes:
     before 3.11): the writer then creates the tables itself.
     """
     global _empty_pid
-    if _empty_pid != os.getpid():  # a forked child: the parent's name the parent
+    if _empty_pid != os.getpid():  # a forked child: the parent's files name the parent
         _empty_files.clear()
         _empty_pid = os.getpid()
     found = _empty_files.get(codec.name)
@@ -137,7 +137,7 @@ def empty_file(codec: Codec) -> bytes:
             conn = sqlite3.connect(":memory:", isolation_level=None)
             try:
                 _create_tables(conn, codec)
-                found = conn.serialize()
+                found = bytes(getattr(conn, "serialize")())  # Python 3.11+
             finally:
                 conn.close()
         _empty_files[codec.name] = found

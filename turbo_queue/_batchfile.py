@@ -285,8 +285,11 @@ class BatchReader:
             self.count = int(meta["count"])
             self.acked = int(meta["acked"])
             self.crashes = int(meta.get("crashes", 0))  # consumers that died holding it (see recovery)
-            # From the chunk holding item ? on, in order (two look-ups of the primary key, no scan).
-            self._select = (f"SELECT {_columns(meta['format'])} FROM items WHERE first >= coalesce("
+            # Every chunk in order, or (a batch begun anew) those from the chunk holding item ? on:
+            # two look-ups of the primary key, no scan, in a statement that SQLite takes longer to prepare.
+            columns = _columns(meta["format"])
+            self._select_all = f"SELECT {columns} FROM items ORDER BY first"
+            self._select = (f"SELECT {columns} FROM items WHERE first >= coalesce("
                             "(SELECT first FROM items WHERE first <= ? ORDER BY first DESC LIMIT 1), 0) ORDER BY first")
             self._rows: Optional[sqlite3.Cursor] = None
             self._rows_at = -1  # the position the next row of _rows starts at
@@ -307,7 +310,8 @@ class BatchReader:
         """The chunk that holds item ``position`` (None past the end); DamagedChunk if it changed."""
         rows = self._rows
         if rows is None or position != self._rows_at:
-            rows = self._rows = self._conn.execute(self._select, (position,))
+            rows = self._rows = (self._conn.execute(self._select, (position,)) if position
+                                 else self._conn.execute(self._select_all))
         row = rows.fetchone()
         if row is None:
             self._rows = None

@@ -183,6 +183,39 @@ def test_close_hands_the_rest_back_at_once_with_its_position(folder):
         assert second.get_many(100) == list(range(3, 10))
 
 
+def _descriptors_of(path):
+    """How many descriptors this process has of the file at ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.path.samefile(f"/proc/self/fd/{fd}", path)
+        except OSError:
+            pass  # the descriptor of the listing itself, closed meanwhile
+    return count
+
+
+def test_a_batch_read_in_part_is_closed_before_it_is_handed_back(folder, monkeypatch):
+    put_batches(folder, list(range(40)))
+    dequeuer = Dequeuer(folder, ack_every=4)
+    assert [dequeuer.get() for _ in range(14)] == list(range(14))  # chunks and position records taking turns
+    (chosen,) = listing(folder)["chosen"]
+    assert _descriptors_of(os.path.join(folder, chosen)) == 2  # SQLite's and the lock's
+    rename, at_rename = os.rename, []
+
+    def watched_rename(source, target):
+        at_rename.append(_descriptors_of(source))
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", watched_rename)
+    dequeuer.close()
+    assert at_rename == [1]  # the lock's only: SQLite has closed the file (R1), the lock goes last (R4)
+    monkeypatch.undo()
+    (ready,) = listing(folder)["ready"]
+    assert acked_of(os.path.join(folder, ready)) == 14
+    with Dequeuer(folder, ack_every=3) as second:
+        assert [second.get() for _ in range(26)] == list(range(14, 40))
+
+
 def _take_one_and_exit(folder, out):
     dequeuer = Dequeuer(folder)
     out.put(dequeuer.get(timeout=10))

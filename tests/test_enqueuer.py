@@ -253,3 +253,48 @@ def test_durable_batches_round_trip(folder):
     with Enqueuer(folder, durable=True, batch_size=3) as enqueuer:
         enqueuer.put_many(range(10))
     assert drain(folder) == list(range(10))
+
+
+def _batch_file(folder):
+    """Schema and meta of the one ready_ batch in ``folder``."""
+    (name,) = listing(folder)["ready"]
+    conn = sqlite3.connect(f"file:{os.path.join(folder, name)}?mode=ro", uri=True)
+    try:
+        schema = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        return schema, dict(conn.execute("SELECT key, value FROM meta"))
+    finally:
+        conn.close()
+
+
+def _batch_meta_of_child(folder, out):
+    with Enqueuer(folder, codec="json") as enqueuer:
+        enqueuer.put("child")
+    out.put(os.getpid())
+
+
+@pytest.mark.parametrize("codec", ["pickle", "json", "raw"])
+def test_a_batch_begun_from_the_prebuilt_empty_file_equals_one_whose_tables_are_created(folder, tmp_path, codec, monkeypatch):
+    with Enqueuer(folder, codec=codec) as enqueuer:
+        enqueuer.put_many(["a", "b"])
+    made = _batch_file(folder)
+    assert drain(folder) == ["a", "b"]
+    from turbo_queue import producer
+
+    monkeypatch.setattr(producer, "empty_file", lambda codec: b"")  # as where sqlite3 cannot serialize
+    with Enqueuer(folder, codec=codec) as enqueuer:
+        enqueuer.put_many(["a", "b"])
+    assert _batch_file(folder) == made
+    assert made[1]["codec"] == codec and made[1]["count"] == 2 and made[1]["created_by"].endswith(f":{os.getpid()}")
+
+
+def test_a_forked_child_names_itself_in_its_batches(folder):
+    with Enqueuer(folder, codec="json") as enqueuer:
+        enqueuer.put("parent")  # the parent's empty file is made
+    assert drain(folder) == ["parent"]
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.SimpleQueue()
+    child = ctx.Process(target=_batch_meta_of_child, args=(folder, out))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert _batch_file(folder)[1]["created_by"].endswith(f":{out.get()}")

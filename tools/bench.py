@@ -21,12 +21,14 @@ import queue as queue_module
 import resource
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import zlib
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -384,6 +386,57 @@ def floor(items: int) -> Dict[str, float]:
             "item_bytes": len(blobs[0]) / LIST}
 
 
+BATCH_LISTS = 100  # lists of 100 per batch file in the storage measurements: batches of 10,000 items
+
+
+def _storage_costs(lists: List[List[Dict[str, Any]]], put_batch: Callable[[List[List[Dict[str, Any]]]], None],
+                   get_batch: Callable[[int], None], files: int) -> Dict[str, float]:
+    """CPU cost of storing ``lists`` through ``put_batch``/``get_batch``, beyond pickling, per item and per file.
+
+    ``put_batch(lists)`` hands over one batch holding ``lists`` (pickled 100 items a chunk);
+    ``get_batch(n)`` takes the next batch's ``n`` items. All the lists go through batches of
+    BATCH_LISTS lists, then ``files`` batches of one list each: what those cost beyond their
+    items (as in big batches, pickling included) is the cost of a batch file's life.
+    """
+    items = sum(len(chunk) for chunk in lists)
+    clock = time.process_time
+    started = clock()
+    blobs = [pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL) for chunk in lists]
+    pickled = clock()
+    for blob in blobs:
+        pickle.loads(blob)
+    unpickled = clock()
+    del blobs
+    groups = [lists[i : i + BATCH_LISTS] for i in range(0, len(lists), BATCH_LISTS)]
+    put_started = clock()
+    for group in groups:
+        put_batch(group)
+    got_started = clock()
+    for group in groups:
+        get_batch(sum(len(chunk) for chunk in group))
+    got_done = clock()
+    putting = getting = 0.0
+    for k in range(files):
+        chunk = lists[k % len(lists)]
+        t0 = clock()
+        put_batch([chunk])
+        t1 = clock()
+        get_batch(len(chunk))
+        putting, getting = putting + t1 - t0, getting + clock() - t1
+    put_us = (got_started - put_started - (pickled - started)) / items * 1e6
+    get_us = (got_done - got_started - (unpickled - pickled)) / items * 1e6
+    return {
+        "put_many_us": put_us, "get_many_us": get_us,
+        "file_put_us": putting / files * 1e6 - (put_us * LIST + (pickled - started) / len(lists) * 1e6),
+        "file_get_us": getting / files * 1e6 - (get_us * LIST + (unpickled - pickled) / len(lists) * 1e6),
+    }
+
+
+def _lists(items: int) -> List[List[Dict[str, Any]]]:
+    items -= items % LIST  # whole lists only
+    return [[make_item(i) for i in range(first, first + LIST)] for first in range(0, items, LIST)]
+
+
 def storage_costs(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
     """What the batch files cost, in one process (CPU time): per item beyond pickling, and per file.
 
@@ -393,46 +446,83 @@ def storage_costs(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
     """
     from turbo_queue import Dequeuer, Enqueuer
 
-    items -= items % LIST  # whole lists only
-    lists = [[make_item(i) for i in range(first, first + LIST)] for first in range(0, items, LIST)]
-    clock = time.process_time
-    started = clock()
-    blobs = [pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL) for chunk in lists]
-    pickled = clock()
-    for blob in blobs:
-        pickle.loads(blob)
-    unpickled = clock()
+    lists = _lists(items)
     folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
     try:
-        with Enqueuer(folder, batch_size=10_000, max_batch_delay=3600) as producer, Dequeuer(folder) as consumer:
-            put_started = clock()
-            for chunk in lists:
-                producer.put_many(chunk)
-            producer.flush()
-            got_started = clock()
-            got = 0
-            while got < items:
-                got += len(consumer.get_many(LIST))
-            got_done = clock()
-            putting = getting = 0.0
-            for k in range(files):
-                t0 = clock()
-                producer.put_many(lists[k % len(lists)])
+        with Enqueuer(folder, batch_size=LIST * BATCH_LISTS, max_batch_delay=3600) as producer, \
+                Dequeuer(folder) as consumer:
+            def put_batch(group: List[List[Dict[str, Any]]]) -> None:
+                for chunk in group:
+                    producer.put_many(chunk)
                 producer.flush()
-                t1 = clock()
-                consumer.get_many(LIST)
-                putting, getting = putting + t1 - t0, getting + clock() - t1
+
+            def get_batch(n: int) -> None:
+                got = 0
+                while got < n:
+                    got += len(consumer.get_many(LIST))
+
+            return _storage_costs(lists, put_batch, get_batch, files)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    put_us = (got_started - put_started - (pickled - started)) / items * 1e6
-    get_us = (got_done - got_started - (unpickled - pickled)) / items * 1e6
-    one_list = LIST
-    return {
-        "put_many_us": put_us, "get_many_us": get_us,
-        # a batch of one list costs its items (as in big batches, pickling included) plus the file
-        "file_put_us": putting / files * 1e6 - (put_us * one_list + (pickled - started) / len(lists) * 1e6),
-        "file_get_us": getting / files * 1e6 - (get_us * one_list + (unpickled - pickled) / len(lists) * 1e6),
-    }
+
+
+class PlainBatchFiles:
+    """The plainest sqlite3 code that does a batch file's work: the floor under turbo_queue's.
+
+    Write: create, schema, one INSERT per chunk with its CRC-32, in one transaction, commit,
+    rename ``loading_`` -> ``ready_``. Read: rename ``ready_`` -> ``chosen_``, open, one cursor
+    over the chunks with each CRC-32 checked, delete. No locks, no position records, no checks.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.ready: List[str] = []
+
+    def put_batch(self, group: List[List[Dict[str, Any]]]) -> None:
+        name = f"{int(time.time())}_{uuid.uuid4()}.db"
+        path = os.path.join(self.folder, "loading_" + name)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+        conn.execute("CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER, crc INTEGER, data BLOB)")
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("format", 2), ("codec", "pickle"), ("count", 0),
+                                                           ("acked", 0), ("created_by", "host:1")])
+        first = 0
+        for chunk in group:
+            data = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
+            conn.execute("INSERT INTO items VALUES (?, ?, ?, ?)", (first, len(chunk), zlib.crc32(data), data))
+            first += len(chunk)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'count'", (first,))
+        conn.execute("COMMIT")
+        conn.close()
+        os.rename(path, os.path.join(self.folder, "ready_" + name))
+        self.ready.append(name)
+
+    def get_batch(self, n: int) -> None:
+        name = self.ready.pop(0)
+        path = os.path.join(self.folder, "chosen_" + name)
+        os.rename(os.path.join(self.folder, "ready_" + name), path)
+        conn = sqlite3.connect(path, isolation_level=None)
+        got = 0
+        for _, _, crc, data in conn.execute("SELECT first, n, crc, data FROM items ORDER BY first"):
+            if zlib.crc32(data) != crc:
+                raise ValueError(f"{path}: a chunk is damaged")
+            got += len(pickle.loads(data))
+        conn.close()
+        os.unlink(path)
+        assert got == n
+
+
+def storage_floor(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
+    """``storage_costs`` of PlainBatchFiles: what SQLite itself costs for the same work."""
+    lists = _lists(items)
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        plain = PlainBatchFiles(folder)
+        return _storage_costs(lists, plain.put_batch, plain.get_batch, files)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _latency_consumer(path: str, samples: int, out: Any, ready: Any) -> None:
@@ -731,6 +821,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "_run":
         return _runner(args)
+    if args.command == "_storage":
+        return _storage_runner(args)
+    if args.storage:
+        return run_storage(args)
     return run(args)
 
 
@@ -744,6 +838,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extras", action="store_true", help="also latency, idle CPU, floor, batch-file costs and the taskito shape")
     p.add_argument("--disk", default=tempfile.gettempdir(),
                    help="where the durable contender's folders go (default the temp dir, on disk)")
+    p.add_argument("--storage", action="store_true",
+                   help="only the batch-file costs, in one process each: turbo_queue against the plainest sqlite3 "
+                        "code doing the same work (PlainBatchFiles), taking turns, --rounds times")
+    p.add_argument("--baseline", default="", metavar="PYTHON",
+                   help="with --storage: also measure the turbo_queue that this interpreter imports, in the same "
+                        "turns (e.g. the venv of a worktree of main)")
     p.add_argument("--backlog", type=int, default=0, help="also the backlog run with this many items (e.g. 5000000)")
     p.add_argument("--backlog-folder", default=tempfile.gettempdir(), help="disk folder for the backlog run")
     p.add_argument("--pingpong", type=int, default=0,
@@ -763,8 +863,65 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("consumers", type=int)
     runner.add_argument("items", type=int)
     runner.add_argument("folder")
+    storage = sub.add_parser("_storage")
+    storage.add_argument("kind", choices=("floor", "turbo_queue"))
+    storage.add_argument("items", type=int)
+    storage.add_argument("folder")
     add_arguments(parser)
     return parser
+
+
+def _storage_runner(args: argparse.Namespace) -> int:
+    if args.kind == "floor":
+        row: Dict[str, Any] = {"code": "plain sqlite3", **storage_floor(args.items, args.folder)}
+    else:
+        import turbo_queue
+
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(turbo_queue.__file__)))
+        row = {"code": f"turbo_queue ({checkout})", **storage_costs(args.items, args.folder)}
+    print(json.dumps(row))
+    return 0
+
+
+def run_storage(args: argparse.Namespace) -> int:
+    """The batch-file costs of turbo_queue (and ``--baseline``'s) beside the plain sqlite3 floor, taking turns."""
+    items = min(args.items, 200_000)
+    contenders = [(sys.executable, "floor"), (sys.executable, "turbo_queue")]
+    if args.baseline:
+        contenders.append((args.baseline, "turbo_queue"))
+    print(f"# batch-file costs in one process: {items:,} items in lists of 100, batches of {LIST * BATCH_LISTS:,}, "
+          f"{args.rounds} rounds; load average {os.getloadavg()[0]:.2f}", flush=True)
+    rows: List[Dict[str, Any]] = []
+    for _ in range(args.rounds):
+        for python, kind in contenders:
+            out = subprocess.run([python, os.path.abspath(__file__), "_storage", kind, str(items), args.tmp],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{python} {kind} failed:\n{out.stderr}")
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row["life_us"] = row["file_put_us"] + row["file_get_us"]
+            row["overhead_us"] = row["put_many_us"] + row["get_many_us"]
+            rows.append(row)
+            print(f"  {row['code']}: put_many {row['put_many_us']:.3f} + get_many {row['get_many_us']:.3f} us/item, "
+                  f"file {row['file_put_us']:.0f} + {row['file_get_us']:.0f} us", file=sys.stderr, flush=True)
+    keys = ("put_many_us", "get_many_us", "overhead_us", "file_put_us", "file_get_us", "life_us")
+    lines = ["| code | put_many | get_many | both, per item | file: producer | consumer | whole life |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    medians = []
+    for code in dict.fromkeys(r["code"] for r in rows):
+        same = [r for r in rows if r["code"] == code]
+        median = {key: statistics.median(r[key] for r in same) for key in keys}
+        medians.append({"code": code, **median})
+        cells = [f"{median[k]:.3f} ({min(r[k] for r in same):.2f}-{max(r[k] for r in same):.2f})" for k in keys[:3]]
+        cells += [f"{median[k]:.0f} ({min(r[k] for r in same):.0f}-{max(r[k] for r in same):.0f})" for k in keys[3:]]
+        lines.append(f"| {code} | " + " | ".join(cells) + " |")
+    print("\nus of CPU beyond pickling, per item and per batch file (median, range over rounds):\n")
+    print("\n".join(lines))
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "medians": medians}, f, indent=2)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -807,6 +964,10 @@ def run(args: argparse.Namespace) -> int:
         results["floor"] = f = in_fresh_process(floor, min(args.items, 100_000))
         print(f"\nfloor: building an item {f['build_us']:.2f} us, pickling + unpickling it in a list of 100 "
               f"{f['serialize_us']:.2f} us, {f['item_bytes']:.0f} bytes pickled")
+        results["storage_floor"] = c = in_fresh_process(storage_floor, min(args.items, 200_000), args.tmp)
+        print(f"batch files in plain sqlite3, one process: writing {c['put_many_us']:.2f} us and reading "
+              f"{c['get_many_us']:.2f} us per item beyond pickling; each batch file {c['file_put_us']:.0f} us to "
+              f"write and {c['file_get_us']:.0f} us to read")
         results["storage"] = c = in_fresh_process(storage_costs, min(args.items, 200_000), args.tmp)
         print(f"batch files, one process: put_many {c['put_many_us']:.2f} us and get_many {c['get_many_us']:.2f} us "
               f"per item beyond pickling; each batch file {c['file_put_us']:.0f} us for its producer and "

@@ -68,13 +68,16 @@ _PARTS_SCHEMA = ("CREATE TABLE parts (first INTEGER NOT NULL, seq INTEGER NOT NU
                  "PRIMARY KEY (first, seq))")
 
 
-def _connect(path: str, durable: bool) -> sqlite3.Connection:
+def _connect(path: str, durable: bool, new: bool = False) -> sqlite3.Connection:
     # Autocommit mode: this module says BEGIN and COMMIT itself. Rollback journal (DELETE mode):
-    # it survives kill -9 (R3) and leaves no file beside the database once closed (R1).
+    # it survives kill -9 (R3) and leaves no file beside the database once closed (R1). DELETE
+    # is SQLite's default, and only a file in WAL mode keeps another: a ``new`` file, which this
+    # process made, needs no statement to say so.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     limit_length(conn)
     conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA journal_mode=DELETE")
+    if not new:
+        conn.execute("PRAGMA journal_mode=DELETE")
     return conn
 
 
@@ -107,24 +110,66 @@ def created_by() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _create_tables(conn: sqlite3.Connection, codec: Codec, meta: Optional[Dict[str, object]] = None) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    entries = {"format": UNSPLIT_VERSION, "codec": codec.name, "count": 0, "acked": 0,
+               "created_by": created_by(), **(meta or {})}
+    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(entries.items()))
+
+
+def empty_file(codec: Codec) -> bytes:
+    """The bytes of a new batch file of ``codec`` made by this process: its tables and meta, no item.
+
+    Written into a new file (``_folder.create``) they cost one write, where creating the tables
+    costs SQLite several statements per batch. Made once per process and codec (``created_by``
+    names the process); b"" where this Python's sqlite3 cannot make them (no ``serialize``
+    before 3.11): the writer then creates the tables itself.
+    """
+    global _empty_pid
+    if _empty_pid != os.getpid():  # a forked child: the parent's files name the parent
+        _empty_files.clear()
+        _empty_pid = os.getpid()
+    found = _empty_files.get(codec.name)
+    if found is None:
+        found = b""
+        if hasattr(sqlite3.Connection, "serialize"):
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                _create_tables(conn, codec)
+                found = bytes(getattr(conn, "serialize")())  # Python 3.11+
+            finally:
+                conn.close()
+        _empty_files[codec.name] = found
+    return found
+
+
+_empty_files: Dict[str, bytes] = {}
+_empty_pid = 0
+
+
 class BatchWriter:
     """Fills a new batch file. Everything is one transaction, committed by ``finish``."""
 
     def __init__(
-        self, path: str, codec: Codec, durable: bool = False, meta: Optional[Dict[str, object]] = None
+        self, path: str, codec: Codec, durable: bool = False, meta: Optional[Dict[str, object]] = None,
+        *, tables: bool = False,
     ) -> None:
-        """``meta``: more entries for the meta table (or other starting values, e.g. ``acked``)."""
+        """``meta``: more entries for the meta table (or other starting values, e.g. ``acked``).
+
+        ``tables``: the file already holds ``empty_file(codec)``; else it is empty, and the tables
+        are created here.
+        """
         self.count = 0
-        self._conn = _connect(path, durable)
+        self._conn = _connect(path, durable, new=True)
         self._largest = limit_length(self._conn) - _ROW_SPARE  # a chunk above this is split into parts
         self._split = False
         try:
             self._conn.execute("BEGIN")
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
-            entries = {"format": UNSPLIT_VERSION, "codec": codec.name, "count": 0, "acked": 0,
-                       "created_by": created_by(), **(meta or {})}
-            self._conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(entries.items()))
+            if not tables:
+                _create_tables(self._conn, codec, meta)
+            elif meta:
+                self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
         except BaseException:
             self.abandon()
             raise
@@ -226,6 +271,8 @@ class BatchReader:
 
     Its reads share one read transaction, ended only to record a position: SQLite then takes its
     lock and checks the file once, not once per chunk (no other connection writes a held file).
+    Chunks read in order come from one cursor, which lives on across those records: one query
+    per batch, not one per chunk.
     """
 
     def __init__(self, path: str, durable: bool = False) -> None:
@@ -238,8 +285,14 @@ class BatchReader:
             self.count = int(meta["count"])
             self.acked = int(meta["acked"])
             self.crashes = int(meta.get("crashes", 0))  # consumers that died holding it (see recovery)
-            self._select = (f"SELECT {_columns(meta['format'])} FROM items "
-                            "WHERE first <= ? ORDER BY first DESC LIMIT 1")
+            # Every chunk in order, or (a batch begun anew) those from the chunk holding item ? on:
+            # two look-ups of the primary key, no scan, in a statement that SQLite takes longer to prepare.
+            columns = _columns(meta["format"])
+            self._select_all = f"SELECT {columns} FROM items ORDER BY first"
+            self._select = (f"SELECT {columns} FROM items WHERE first >= coalesce("
+                            "(SELECT first FROM items WHERE first <= ? ORDER BY first DESC LIMIT 1), 0) ORDER BY first")
+            self._rows: Optional[sqlite3.Cursor] = None
+            self._rows_at = -1  # the position the next row of _rows starts at
             # The count decides when the file is deleted, so check it against the chunks (a cheap
             # look-up of the last row): a damaged count must not delete items that were never read.
             last = self._conn.execute("SELECT first + n FROM items ORDER BY first DESC LIMIT 1").fetchone()
@@ -255,11 +308,21 @@ class BatchReader:
 
     def chunk_at(self, position: int) -> Optional[Chunk]:
         """The chunk that holds item ``position`` (None past the end); DamagedChunk if it changed."""
-        row = self._conn.execute(self._select, (position,)).fetchone()
+        rows = self._rows
+        if rows is None or position != self._rows_at:
+            rows = self._rows = (self._conn.execute(self._select, (position,)) if position
+                                 else self._conn.execute(self._select_all))
+        row = rows.fetchone()
         if row is None:
+            self._rows = None
             return None
-        chunk = _chunk(self._conn, self.path, row)
-        return chunk if chunk.first + chunk.n > position else None
+        try:
+            chunk = _chunk(self._conn, self.path, row)
+        except BaseException:
+            self._rows = None  # so that the damaged chunk is read again, not the one after it
+            raise
+        self._rows_at = chunk.first + chunk.n
+        return chunk if chunk.first <= position < self._rows_at else None
 
     def save_acked(self, position: int) -> None:
         """Record that the first ``position`` items were acknowledged (sqlite3.Error if it failed)."""
@@ -269,14 +332,18 @@ class BatchReader:
             conn.execute("COMMIT")
             self.acked = position
         except sqlite3.Error:
+            self._rows = None  # a rollback may end the cursor too
             _rollback(conn)
             raise
         finally:
             conn.execute("BEGIN")
 
     def close(self) -> None:
-        _rollback(self._conn)  # the read transaction: nothing to undo
-        self._conn.close()
+        rows, self._rows = self._rows, None
+        if rows is not None:  # a statement still open keeps SQLite from closing the file (R1, R4)
+            rows.close()
+            del rows
+        self._conn.close()  # which ends the read transaction: nothing to undo
 
     def forget(self) -> sqlite3.Connection:
         return _never_close(self._conn)

@@ -111,10 +111,12 @@ def _let_go_after_fork() -> None:
 os.register_at_fork(after_in_child=_let_go_after_fork)
 
 
-def create(folder: str, epoch: Optional[int] = None) -> Batch:
-    """A new empty ``loading_`` file, locked before it can be seen under that name.
+def create(folder: str, epoch: Optional[int] = None, content: bytes = b"") -> Batch:
+    """A new ``loading_`` file, locked before it can be seen under that name.
 
     ``epoch`` (default: now) names its place in line: a converted old batch keeps its own.
+    ``content`` (an empty batch file's tables) is written while the file is still hidden: a
+    process that dies meanwhile leaves a ``.creating_`` file, which recovery removes.
     """
     while True:
         name = BatchName(LOADING, int(time.time()) if epoch is None else epoch, str(uuid.uuid4()))
@@ -124,6 +126,9 @@ def create(folder: str, epoch: Optional[int] = None) -> Batch:
             os.close(fd)
             continue
         try:
+            written = 0
+            while written < len(content):
+                written += os.write(fd, content[written:])
             os.rename(hidden, os.path.join(folder, name.filename))
         except FileNotFoundError:  # recovery removed it as an orphan before we locked it
             os.close(fd)

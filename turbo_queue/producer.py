@@ -15,7 +15,7 @@ from ._checks import check_timeout, positive_int, positive_number
 from ._codecs import CHUNK_BYTES, encode_chunks, get_codec
 from ._counters import PUT, Counters
 from ._errors import BatchWriteError
-from ._batchfile import BatchWriter
+from ._batchfile import BatchWriter, empty_file
 
 log = logging.getLogger("turbo_queue")
 
@@ -268,8 +268,9 @@ class Enqueuer:
     def _write(self, n: int, data: bytes) -> None:
         try:
             if self._writer is None:
-                self._batch = _folder.create(self.folder)
-                self._writer = BatchWriter(self._batch.path, self._codec, self.durable)
+                empty = empty_file(self._codec)
+                self._batch = _folder.create(self.folder, content=empty)
+                self._writer = BatchWriter(self._batch.path, self._codec, self.durable, tables=bool(empty))
             self._writer.append(n, data)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail(exc, "writing") from exc

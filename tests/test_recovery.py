@@ -291,6 +291,38 @@ def test_random_bytes_become_bad(folder, state):
     assert digest(os.path.join(folder, bad)) == before, "a quarantined file is kept as it was"
 
 
+def damage_schema_text(path: str) -> None:
+    """One bit flipped in the schema's text, a space made 0xA0: SQLite's error message then quotes
+    bytes that are not UTF-8, and Python raises UnicodeDecodeError for it, not a DatabaseError."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        at = data.index(b"CREATE TABLE items") + len(b"CREATE TABLE")
+        f.seek(at)
+        f.write(b"\xa0")
+
+
+@pytest.mark.parametrize("state", ["loading", "chosen"])
+def test_an_orphan_whose_schema_text_is_damaged_becomes_bad(folder, state):
+    name = write_items(folder, make_items("s", 50), state=state)
+    damage_schema_text(os.path.join(folder, name))
+
+    report = recover(folder)
+
+    assert_report(report, quarantined=[name])
+    assert os.listdir(folder) == [renamed(name, "bad")]
+
+
+def test_a_ready_file_whose_schema_text_is_damaged_is_set_aside_by_its_consumer(folder):
+    first, damaged, last = (write_items(folder, make_items(tag, 20), state="ready", epoch=epoch)
+                            for tag, epoch in (("a", 1_000), ("b", 2_000), ("c", 3_000)))
+    damage_schema_text(os.path.join(folder, damaged))
+
+    got = drain(folder)
+
+    assert got == make_items("a", 20) + make_items("c", 20)
+    assert listing(folder)["bad"] == [renamed(damaged, "bad")]
+
+
 @pytest.mark.parametrize("state", ["loading", "chosen"])
 def test_truncated_batch_becomes_bad(folder, state):
     name = write_items(folder, make_items("t", 5000), state=state)

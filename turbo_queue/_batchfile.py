@@ -75,10 +75,21 @@ def _connect(path: str, durable: bool, new: bool = False) -> sqlite3.Connection:
     # process made, needs no statement to say so.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     limit_length(conn)
-    conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
-    if not new:
-        conn.execute("PRAGMA journal_mode=DELETE")
+    try:
+        conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+        if not new:
+            conn.execute("PRAGMA journal_mode=DELETE")  # the first statement that reads the schema
+    except UnicodeDecodeError as exc:
+        conn.close()
+        raise damaged_schema(path, exc) from None
     return conn
+
+
+def damaged_schema(path: str, exc: UnicodeDecodeError) -> sqlite3.DatabaseError:
+    """The error for a file whose schema text is damaged: SQLite's message quotes the damaged
+    bytes, which Python cannot decode, so it raises UnicodeDecodeError instead of the DatabaseError
+    every caller handles as "not a readable batch"."""
+    return sqlite3.DatabaseError(f"{path}: malformed database schema (bytes that are not UTF-8: {exc.reason})")
 
 
 def limit_length(conn: sqlite3.Connection) -> int:

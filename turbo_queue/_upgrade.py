@@ -52,7 +52,7 @@ def is_old_batch(path: str) -> bool:
         return False
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error:
+    except (sqlite3.Error, UnicodeDecodeError):  # damaged (a damaged schema's message is not UTF-8)
         return False
     finally:
         conn.close()

@@ -280,6 +280,9 @@ class Queue:
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         dequeuer = self._dequeuer or self._open_dequeuer()
+        if block and not self._own_pending():  # one look at the folder, not a look that fails and a second one
+            check_timeout(timeout)
+            return dequeuer.get(True, timeout)
         try:
             return dequeuer.get(False)  # counts it
         except Empty:
@@ -297,6 +300,9 @@ class Queue:
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         dequeuer = self._dequeuer or self._open_dequeuer()
+        if block and not self._own_pending():  # as in get()
+            check_timeout(timeout)
+            return dequeuer.get_many(max_items, True, timeout)
         try:
             return dequeuer.get_many(max_items, False)
         except Empty:
@@ -407,6 +413,10 @@ class Queue:
                                           allow_network_fs=self._settings["allow_network_fs"],
                                           counters=self._own_counters(), **self._consumer_settings)
             return self._dequeuer
+
+    def _own_pending(self) -> bool:
+        """Whether this process's producer holds items not handed over yet (``get`` flushes them first)."""
+        return self._enqueuer is not None and self._enqueuer.pending > 0
 
     def _flush_own(self) -> None:
         # Items this process put are still in its batch: hand them over rather than wait for the timer.

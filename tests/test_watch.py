@@ -16,13 +16,6 @@ def wait_generation(events: _watch.FolderEvents, generation: int, seconds: float
     return events.generation != generation
 
 
-def wait_arrival(events: _watch.FolderEvents, arrivals: int, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while events.arrivals == arrivals and time.monotonic() < deadline:
-        events.wait_for_arrival(arrivals, deadline - time.monotonic())
-    return events.arrivals != arrivals
-
-
 def touch(path: str) -> None:
     with open(path, "wb"):
         pass
@@ -56,45 +49,6 @@ def test_a_ready_file_coming_or_going_wakes_waiters_and_other_renames_do_not(fol
     assert wait_generation(events, generation)
 
 
-def test_consumers_wait_for_a_ready_file_that_comes_not_one_that_goes(folder):
-    # A claim (ready_ -> chosen_) leaves nothing to take: it must not wake every waiting consumer.
-    events = _watch.events(folder)
-    touch(os.path.join(folder, "loading_1_d.db"))
-    arrivals = events.arrivals
-    os.rename(os.path.join(folder, "loading_1_d.db"), os.path.join(folder, "ready_1_d.db"))
-    assert wait_arrival(events, arrivals)
-    arrivals, generation = events.arrivals, events.generation
-    os.rename(os.path.join(folder, "ready_1_d.db"), os.path.join(folder, "chosen_1_d.db"))
-    assert wait_generation(events, generation)  # producers waiting for room see it go
-    assert not wait_arrival(events, arrivals, 0.2)
-    os.rename(os.path.join(folder, "chosen_1_d.db"), os.path.join(folder, "ready_1_d.db"))  # a hand-back
-    assert wait_arrival(events, arrivals)
-
-
-def test_a_woken_waiter_learns_which_ready_files_came_in_the_order_they_came(folder):
-    events = _watch.events(folder)
-    arrivals = events.arrivals
-    assert events.arrived_since(arrivals) is None  # none came: a timed-out waiter lists the folder
-    for uid in ("e", "f"):
-        touch(os.path.join(folder, f"loading_1_{uid}.db"))
-        os.rename(os.path.join(folder, f"loading_1_{uid}.db"), os.path.join(folder, f"ready_1_{uid}.db"))
-    deadline = time.monotonic() + 5
-    while events.arrivals < arrivals + 2 and time.monotonic() < deadline:
-        events.wait_for_arrival(events.arrivals, 0.1)
-    assert events.arrived_since(arrivals) == ["ready_1_e.db", "ready_1_f.db"]
-    assert events.arrived_since(arrivals + 1) == ["ready_1_f.db"]
-
-
-def test_a_waiter_that_missed_more_arrivals_than_are_kept_lists_the_folder():
-    events = _watch.FolderEvents()
-    arrivals = events.arrivals
-    events.notify([f"ready_1_{i}.db" for i in range(_watch._RECENT + 1)])
-    assert events.arrived_since(arrivals) is None
-    assert events.arrived_since(arrivals + 1) == [f"ready_1_{i}.db" for i in range(1, _watch._RECENT + 1)]
-    events.notify([None])  # events were lost: names not known
-    assert events.arrived_since(arrivals + _watch._RECENT) is None
-
-
 def test_a_removed_folder_is_watched_anew_when_it_comes_back(tmp_path):
     folder = str(tmp_path / "gone")
     os.mkdir(folder)
@@ -118,14 +72,9 @@ def test_watchdog_wakes_waiters_where_there_is_no_inotify(folder):
     watcher._watch_with_watchdog(folder, handler)
     try:
         touch(os.path.join(folder, "loading_1_c.db"))
-        generation, arrivals = handler.generation, handler.arrivals
+        generation = handler.generation
         os.rename(os.path.join(folder, "loading_1_c.db"), os.path.join(folder, "ready_1_c.db"))
         assert wait_generation(handler, generation)
-        assert wait_arrival(handler, arrivals)
-        generation, arrivals = handler.generation, handler.arrivals
-        os.rename(os.path.join(folder, "ready_1_c.db"), os.path.join(folder, "chosen_1_c.db"))
-        assert wait_generation(handler, generation)
-        assert not wait_arrival(handler, arrivals, 0.2)
     finally:
         watcher._observer.stop()  # type: ignore[union-attr]
         watcher._observer.join()  # type: ignore[union-attr]

@@ -279,19 +279,14 @@ class Held(Exception):
     """
 
 
-def claim(folder: str, skip: FrozenSet[str] = frozenset(), candidates: Optional[List[str]] = None) -> Optional[Batch]:
+def claim(folder: str, skip: FrozenSet[str] = frozenset()) -> Optional[Batch]:
     """Claim the oldest ``ready_`` file this process can get (``chosen_``), or None if there is none.
 
     The oldest is tried first, so one consumer sees batches in hand-over order; after losing a
     race a consumer picks at random among the next few, so that many consumers spread out.
-    ``candidates`` (names of ready_ files in hand-over order, e.g. those that just came) are
-    tried instead of listing the folder: None then means only that none of them could be had.
     ``Held`` if ready_ files were there but all held by other processes: look again soon.
     """
-    if candidates is None:
-        names = [name for name in ready_in_order(folder) if name not in skip]
-    else:
-        names = [name for name in candidates if name not in skip and parse_name(name) is not None]
+    names = [name for name in ready_in_order(folder) if name not in skip]
     index = 0
     held: Optional[Held] = None
     while index < len(names):

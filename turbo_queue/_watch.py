@@ -5,11 +5,8 @@ process waits on, for renames only: a ``ready_`` file appears and goes by rename
 kernel for renames alone spares every waiter the events of every SQLite write in the folder.
 Events go straight from that thread to the waiters. Elsewhere a watchdog observer does it.
 
-A waiter reads ``generation`` (or ``arrivals``) before it looks at the folder and then waits for
-it to change, so an event that arrives between the look and the wait is never missed. Consumers
-wait for arrivals only: a ``ready_`` file that goes (claimed by another consumer) gives them
-nothing to take, and waking every waiting consumer for it made each one list the folder in vain.
-Producers waiting for room (``max_ready_files``) wait for any change.
+A waiter reads ``generation`` before it looks at the folder and then waits for it to change, so
+an event that arrives between the look and the wait is never missed.
 """
 
 from __future__ import annotations
@@ -18,8 +15,7 @@ import errno
 import logging
 import os
 import threading
-from collections import deque
-from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Sequence, Set, Tuple, cast
+from typing import TYPE_CHECKING, Dict, Optional, Set, cast
 
 from . import _platform
 
@@ -31,40 +27,23 @@ log = logging.getLogger("turbo_queue")
 
 #: How long a waiter sleeps between looks when the filesystem gives no events (fallback only).
 _POLL = 0.02
-#: How many names of ready_ files that came are kept (a waiter woken after more lists the folder).
-_RECENT = 64
 
 _READY = b"ready_"
 _RENAMES = _platform.Inotify.MOVED_FROM | _platform.Inotify.MOVED_TO | _platform.Inotify.ONLYDIR
 
 
 class FolderEvents:
-    """Counts the changes of ``ready_`` files in one folder and wakes whoever waits for one.
-
-    ``generation`` counts every change (a ``ready_`` file came or went), ``arrivals`` each
-    ``ready_`` file that came; the names of the last few that came are kept, in the order they
-    came (the hand-over order), so that a woken consumer can try them without listing the folder.
-    """
+    """Counts the changes of ``ready_`` files in one folder and wakes whoever waits for one."""
 
     def __init__(self, polling: bool = False) -> None:
         self.generation = 0
-        self.arrivals = 0
         self.polling = polling
-        lock = threading.Lock()
-        self._changed = threading.Condition(lock)  # wait(): any change
-        self._arrived = threading.Condition(lock)  # wait_for_arrival(): a ready_ file came
-        self._recent: Deque[Tuple[int, Optional[str]]] = deque(maxlen=_RECENT)  # (arrival number, name or None)
+        self._changed = threading.Condition(threading.Lock())
 
-    def notify(self, arrived: Sequence[Optional[str]] = ()) -> None:
-        """``ready_`` files went, or came: ``arrived`` names them (None: a file whose name is not known)."""
+    def notify(self) -> None:
         with self._changed:
             self.generation += 1
             self._changed.notify_all()
-            if arrived:
-                for name in arrived:
-                    self.arrivals += 1
-                    self._recent.append((self.arrivals, name))
-                self._arrived.notify_all()
 
     def wait(self, generation: int, timeout: float) -> None:
         """Return when ``generation`` has moved on, or after ``timeout`` seconds."""
@@ -74,35 +53,10 @@ class FolderEvents:
             if self.generation == generation and timeout > 0:
                 self._changed.wait(timeout)
 
-    def wait_for_arrival(self, arrivals: int, timeout: float) -> None:
-        """Return when ``arrivals`` has moved on, or after ``timeout`` seconds."""
-        if self.polling:
-            timeout = min(timeout, _POLL)
-        with self._arrived:
-            if self.arrivals == arrivals and timeout > 0:
-                self._arrived.wait(timeout)
-
-    def arrived_since(self, arrivals: int) -> Optional[List[str]]:
-        """The names of the ``ready_`` files that came after ``arrivals``, in the order they came.
-
-        None when that is not known: none came (the wait timed out), more came than are kept, or
-        the name of one is not known. The caller then lists the folder.
-        """
-        with self._changed:
-            if self.arrivals == arrivals:
-                return None
-            names = [name for number, name in self._recent if number > arrivals]
-            if len(names) != self.arrivals - arrivals or None in names:
-                return None
-            return cast(List[str], names)
-
     # watchdog's handler interface, where there is no inotify
     def dispatch(self, event: object) -> None:
-        came = os.path.basename(os.fsdecode(getattr(event, "dest_path", "") or ""))
-        went = os.path.basename(os.fsdecode(getattr(event, "src_path", "") or ""))
-        if came.startswith("ready_"):
-            self.notify([came])
-        elif went.startswith("ready_"):
+        names = (getattr(event, "src_path", ""), getattr(event, "dest_path", "") or "")
+        if any(os.path.basename(os.fsdecode(name)).startswith("ready_") for name in names):
             self.notify()
 
 
@@ -152,22 +106,18 @@ class _Watcher:
                 events = inotify.read()
             except OSError:  # closed after a fork in this process's child: not ours
                 return
-            woken: Dict[FolderEvents, List[Optional[str]]] = {}  # -> the ready_ files that came, in order
+            woken: Set[FolderEvents] = set()
             for wd, mask, name in events:
                 if name.startswith(_READY):
                     handler = self._by_wd.get(wd)
                     if handler is not None:
-                        came = woken.setdefault(handler, [])
-                        if mask & _platform.Inotify.MOVED_TO:
-                            came.append(os.fsdecode(name))
+                        woken.add(handler)
                 elif mask & _platform.Inotify.Q_OVERFLOW:  # events were lost: everyone looks again
-                    for handler in self._by_wd.values():
-                        woken.setdefault(handler, []).append(None)
+                    woken.update(self._by_wd.values())
                 elif mask & _platform.Inotify.IGNORED:  # the folder was removed
-                    for handler in self._forget_watch(wd):
-                        woken.setdefault(handler, []).append(None)
-            for handler, came in woken.items():
-                handler.notify(came)
+                    woken.update(self._forget_watch(wd))
+            for handler in woken:
+                handler.notify()
 
     def _forget_watch(self, wd: int) -> Set[FolderEvents]:
         """A removed folder: its waiters look every _POLL, and the next events() watches it anew."""

@@ -338,10 +338,9 @@ class Dequeuer:
             return
         events = _watch.events(self.folder)
         deadline = None if timeout is None else time.monotonic() + timeout
-        came: Optional[List[str]] = None  # the ready_ files that came while this consumer waited
         while True:
-            arrivals = events.arrivals  # a ready_ file that goes gives this consumer nothing: not waited for
-            if self._read_more(came):
+            generation = events.generation
+            if self._read_more():
                 return
             remaining = self.recover_every if deadline is None else deadline - time.monotonic()
             if not block or remaining <= 0:
@@ -351,29 +350,19 @@ class Dequeuer:
                 wait = min(wait, self._held_wait)
             self._lock.release()  # other threads may get, or close, while this one waits
             try:
-                events.wait_for_arrival(arrivals, wait)
+                events.wait(generation, wait)
             finally:
                 self._lock.acquire()
             if self._closed:
                 raise ValueError(f"Dequeuer for {self.folder} is closed")
             if self._items:
                 return
-            # Every waiting consumer wakes for each ready_ file that comes, and all but one lose it:
-            # the losers try only what came, not a listing of the whole folder (which a timed-out
-            # wait, or a file still held, does). It waited because nothing older was there to take.
-            # Not after a look that found files held: the held one is older than what came since.
-            came = None if self._held_wait else events.arrived_since(arrivals)
 
-    def _read_more(self, candidates: Optional[List[str]] = None) -> bool:
-        """Decode the next chunk of the claimed batch, or claim the next batch; False if none.
-
-        ``candidates``: the ready_ files to try for the first claim instead of listing the folder.
-        """
+    def _read_more(self) -> bool:
+        """Decode the next chunk of the claimed batch, or claim the next batch; False if none."""
         while True:
             if self._reader is None:
-                claimed = self._claim(candidates)
-                candidates = None  # a batch finished later is followed by a look at the folder
-                if not claimed:
+                if not self._claim():
                     return False
             elif self._next >= self._reader.count:
                 self._finish_batch()
@@ -424,16 +413,13 @@ class Dequeuer:
         if self._reader is not None and self._taken != self._reader.acked:
             self._save_position(self._reader)
 
-    def _claim(self, candidates: Optional[List[str]] = None) -> bool:
-        """Claim the next batch (among ``candidates`` only, if given); False if none could be had."""
+    def _claim(self) -> bool:
         if time.monotonic() - self._recovered_at >= self.recover_every:
             self._recovered_at = time.monotonic()
             recover(self.folder, durable=self.durable)
-            candidates = None  # recovery may have handed batches back: look at the folder
         while True:
-            tried, candidates = candidates, None  # after a batch that could not be read: look at the folder
             try:
-                batch = _folder.claim(self.folder, frozenset(self._skip), tried)
+                batch = _folder.claim(self.folder, frozenset(self._skip))
             except _folder.Held:  # by whoever handed it over, for an instant: no event will say when it lets go
                 first, most = _HELD_RETRY
                 self._held_wait = min(2 * self._held_wait, most) if self._held_wait else first

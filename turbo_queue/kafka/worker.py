@@ -33,10 +33,14 @@ ERROR_HEADER = "turbo_queue.reason"
 ORIGIN_HEADER = "turbo_queue.origin"
 #: The attribute that ``batched`` sets on a function.
 BATCH_MARKER = "turbo_queue_batch"
-#: A round (outputs handed over, then inputs acknowledged) lasts about this long, and at most
+#: A round (outputs handed over, then inputs acknowledged) lasts about ROUND_SECONDS, and at most
 #: ROUND_ITEMS messages: longer rounds make fewer, larger batch files; shorter ones stop sooner.
+#: While input waits, a round goes on until it holds ROUND_MIN_ITEMS messages (up to
+#: ROUND_MAX_SECONDS): a batch file costs ~0.9 ms of CPU, ~15 us per message in a round of 60.
 ROUND_SECONDS = 0.05
 ROUND_ITEMS = 5000
+ROUND_MIN_ITEMS = 500
+ROUND_MAX_SECONDS = 0.5
 #: The codec of the out-folder's batches: pickle, with Messages stored as plain tuples (read back as Messages).
 MESSAGE_CODEC = "kafka-message"
 #: Value types an output keeps as they are.
@@ -172,7 +176,8 @@ class Worker:
                     spent = (time.monotonic() - begun) / len(messages)
                     per_message = 0.8 * per_message + 0.2 * max(spent, 1e-7)
                     taken += len(messages)
-                    if time.monotonic() - started >= ROUND_SECONDS:
+                    elapsed = time.monotonic() - started
+                    if elapsed >= ROUND_MAX_SECONDS or (elapsed >= ROUND_SECONDS and taken >= ROUND_MIN_ITEMS):
                         break
                 if not taken:
                     continue

@@ -136,3 +136,13 @@ def test_kafka_message_codec_refuses_an_unpicklable_message_by_its_type():
 
     with pytest.raises(TypeError, match="lock"):
         get_codec("kafka-message").encode_many([Message(b"ok"), Message(threading.Lock())])
+
+
+def test_a_kafka_message_chunk_is_not_taken_for_a_pickle_one():
+    # salvage guesses the codec of a file whose meta is lost by decoding its first chunk
+    from turbo_queue.kafka import Message
+
+    data = get_codec("kafka-message").encode_many([Message(b"v")])
+    with pytest.raises(ValueError, match="kafka-message"):
+        get_codec("pickle").decode(data)
+    assert get_codec("kafka-message").decode(data) == [Message(b"v")]

@@ -88,6 +88,8 @@ class PickleCodec(Codec):
         if type(value) is tuple:
             loads = pickle.loads
             return [loads(data) for data in value]
+        if type(value) is dict:  # so that salvage, guessing, does not take a MessageCodec chunk for this one
+            raise ValueError("a chunk of the kafka-message codec, not of the pickle codec")
         return cast(List[Any], value)  # a chunk holds a list
 
 

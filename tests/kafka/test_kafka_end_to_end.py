@@ -57,6 +57,11 @@ class Worker:
         self._log.close()
 
     def terminate(self) -> int:
+        # The worker makes its progress file right after it set its SIGTERM handler: a worker just
+        # started again could otherwise be terminated before it has one (exit -15, not a clean stop).
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.progress) and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.process.terminate()
         try:
             return self.process.wait(60)

@@ -196,3 +196,21 @@ def test_sigterm_delivers_what_is_in_flight_and_acknowledges_it(kafka, folder):
     total = sum(delivered.values())
     left = sum(len(read_items(os.path.join(folder, name), 10**6)[1]) for name in listing(folder)["ready"])
     assert total + left == 20_000  # what reached the topic was acknowledged; the rest waits in the folder
+
+
+def test_refused_messages_of_the_same_key_and_value_are_each_set_aside_once(kafka, folder):
+    # A delivery report names a message only by its key and value: items alike in both are each
+    # taken for the refused one, and each ends in the bad_ batch exactly once.
+    topic = kafka.topic(partitions=1, config={"max.message.bytes": "2000"})
+    items = messages(0, 50)
+    for n in (5, 20, 40):
+        items[n] = items[n]._replace(value=b"y" * 5000, key=b"same")
+    put(folder, items)
+    with SinkProcess(folder, kafka.bootstrap, topic) as sink:
+        records = kafka.consume(topic, 47)
+        wait_for(lambda: not listing(folder)["chosen"] and not listing(folder)["ready"], 30, "every batch done")
+        assert sink.terminate() == EXIT_OK, sink.log()
+    assert sorted(numbers_in(records)) == sorted(set(range(50)) - {5, 20, 40})
+    (bad,) = listing(folder)["bad"]
+    _, kept = read_items(os.path.join(folder, bad), 10)
+    assert kept == [items[5], items[20], items[40]]

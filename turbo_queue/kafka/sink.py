@@ -8,6 +8,7 @@ sink produces again what it had not acknowledged, at most ``max_in_flight`` item
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -52,6 +53,8 @@ _QUIET = 30.0
 _RETRY_AFTER = 0.5
 #: librdkafka's default batch.size, in bytes.
 _BATCH_SIZE = 1_000_000
+#: Value and key types produced as they are.
+_AS_IS = (bytes, str)
 
 
 class _ClientLog:
@@ -68,6 +71,19 @@ _client_log = _ClientLog()
 
 class _Refused(Exception):
     """An item that cannot become a Kafka message (its value, key or headers are of no usable type)."""
+
+
+def _bytes(data: Any) -> Any:
+    """A key or value as librdkafka sends it: a str as UTF-8."""
+    return data.encode() if isinstance(data, str) else data
+
+
+def _first_each(noted: List[Tuple[int, str]]) -> List[Tuple[int, str]]:
+    """``noted`` in order, each index once (with its first reason)."""
+    first: Dict[int, str] = {}
+    for index, reason in noted:
+        first.setdefault(index, reason)
+    return list(first.items())
 
 
 def _record(item: Any, as_json: bool = False) -> Tuple[Any, Any, Any, int]:
@@ -103,6 +119,12 @@ class _Round:
         self.keep: List[Tuple[int, str]] = []  # to keep in a bad_ batch, with the reason
         self.alone: List[int] = []  # in a batch the broker found too large: to produce again one by one
         self.tried_alone: Set[int] = set()
+        # The one delivery callback of the round's messages (a closure per message costs ~2 us):
+        # a failed message is found again by its key and value (``sent_as``).
+        self.report: Any = None
+        self.sent_as: Dict[Tuple[Any, Any], List[int]] = {}  # (key, value) as bytes: the items produced so
+        self.mapped = 0  # items[:mapped] are in sent_as
+        self.lost_track = False  # a failed message matched no item: hand the whole round back
 
 
 class KafkaSink:
@@ -275,9 +297,39 @@ class KafkaSink:
             round_.items.extend(items)
             self.counts["taken"] += len(items)
             room -= len(items)
+            self._produce_many(first, items)
+            self._producer.poll(0)
+
+    def _produce_many(self, first: int, items: List[Any]) -> None:
+        """Produce ``items``, the round's items from index ``first`` on, as ``_produce`` does each.
+
+        A Message of bytes or str (or None) with an int timestamp goes straight to the producer;
+        anything else, and any refusal (a full queue too), takes ``_produce``'s careful way.
+        """
+        round_ = self._round
+        report = self._round_report(round_)
+        if self._as_json or self.settings["partition"] is not None:
             for index in range(first, first + len(items)):
                 self._produce(index)
-            self._producer.poll(0)
+            return
+        produce, topic, message = self._producer.produce, self.topic, Message
+        for index, item in enumerate(items, first):
+            if type(item) is message:
+                value, key, headers, timestamp = item[0], item[1], item[2], item[3]
+                if ((value is None or type(value) in _AS_IS) and (key is None or type(key) in _AS_IS)
+                        and (timestamp is None or type(timestamp) is int)):
+                    try:
+                        produce(topic, value, key, headers=headers, timestamp=timestamp or 0, on_delivery=report)
+                        round_.pending += 1
+                        continue
+                    except Exception:  # BufferError, KafkaException, TypeError...: as _produce handles them
+                        pass
+            self._produce(index)
+
+    def _round_report(self, round_: _Round) -> Any:
+        if round_.report is None:
+            round_.report = functools.partial(self._report, round_)
+        return round_.report
 
     def _produce(self, index: int) -> None:
         """Produce item ``index`` of the round; a refused one is noted for the dead-letter topic or a bad_ batch."""
@@ -293,7 +345,7 @@ class KafkaSink:
         while True:
             try:
                 self._producer.produce(self.topic, value, key, headers=headers, timestamp=timestamp,
-                                       on_delivery=self._reporter(index), **extra)
+                                       on_delivery=self._round_report(round_), **extra)
                 round_.pending += 1
                 return
             except BufferError:  # librdkafka's queue is full: let it send, then try again
@@ -305,27 +357,47 @@ class KafkaSink:
                 round_.refused.append((index, f"it cannot be produced: {exc}"))
                 return
 
-    def _reporter(self, index: int) -> Any:
-        round_ = self._round
-
-        def report(error: Any, _message: Any) -> None:
-            round_.pending -= 1
-            if error is None:
-                self.counts["delivered"] += 1
-            elif error.fatal():
-                self._fatal = error
-            elif error.code() in self._too_large and index not in round_.tried_alone:
+    def _report(self, round_: _Round, error: Any, message: Any) -> None:
+        """The delivery report of a message of ``round_`` (librdkafka calls it once per message)."""
+        round_.pending -= 1
+        if error is None:
+            self.counts["delivered"] += 1
+            return
+        if error.fatal():
+            self._fatal = error
+            return
+        indexes = self._sent_as(round_, message)
+        if not indexes:
+            round_.lost_track = True
+            log.error("kafka-sink: a delivery report (%s) matches no message produced; handing the round's items "
+                      "back, to be produced again", error.str())
+            return
+        # Items of the same key and value cannot be told apart in a report: each of them is taken
+        # for the failed one (produced again, or sent on), which makes duplicates, never a loss.
+        too_large, transient = error.code() in self._too_large, self._transient(error)
+        for index in indexes:
+            if too_large and index not in round_.tried_alone:
                 # The broker judges a whole record batch: a message of the right size may have
                 # been refused with a larger neighbour. Alone, it shows which it was.
                 round_.alone.append(index)
-            elif self._transient(error):
+            elif transient:
                 round_.retry.append(index)
-                self._note_error(error.str(), away=True)
             else:
                 round_.refused.append((index, f"the broker refused it: {error.str()}"))
-                self._note_error(error.str())
+        if transient or not too_large or any(index in round_.tried_alone for index in indexes):
+            self._note_error(error.str(), away=transient)
 
-        return report
+    def _sent_as(self, round_: _Round, message: Any) -> List[int]:
+        """The indexes of the round's items produced with the key and value of a delivery report's ``message``."""
+        items, as_json = round_.items, self._as_json
+        for index in range(round_.mapped, len(items)):
+            try:
+                value, key, _, _ = _record(items[index], as_json)
+            except _Refused:
+                continue
+            round_.sent_as.setdefault((_bytes(key), _bytes(value)), []).append(index)
+        round_.mapped = len(items)
+        return round_.sent_as.get((message.key(), message.value()), [])
 
     def _transient(self, error: Any) -> bool:
         """Whether a delivery error may pass (broker away, leader moving, timed out): produce it again."""
@@ -366,9 +438,13 @@ class KafkaSink:
                 self._round = _Round()
                 return
             if round_.pending == 0:
+                if round_.lost_track:
+                    dequeuer.nack()
+                    self._round = _Round()
+                    return
                 if round_.retry or round_.dead_retry:
                     time.sleep(_RETRY_AFTER)
-                    again, round_.retry = round_.retry, []
+                    again, round_.retry = list(dict.fromkeys(round_.retry)), []
                     dead_again, round_.dead_retry = round_.dead_retry, []
                     self.counts["retried"] += len(again) + len(dead_again)
                     for index in again:
@@ -380,7 +456,7 @@ class KafkaSink:
                     self._produce_alone(round_)
                     continue
                 if round_.refused:
-                    refused, round_.refused = round_.refused, []
+                    refused, round_.refused = _first_each(round_.refused), []
                     for index, reason in refused:
                         self._dead_letter(index, reason)
                     continue
@@ -407,7 +483,7 @@ class KafkaSink:
 
     def _produce_alone(self, round_: _Round) -> None:
         """Produce each message of a batch the broker found too large in a batch of its own."""
-        alone, round_.alone = round_.alone, []
+        alone, round_.alone = list(dict.fromkeys(round_.alone)), []
         for index in alone:
             round_.tried_alone.add(index)
             self._produce(index)

@@ -33,10 +33,18 @@ ERROR_HEADER = "turbo_queue.reason"
 ORIGIN_HEADER = "turbo_queue.origin"
 #: The attribute that ``batched`` sets on a function.
 BATCH_MARKER = "turbo_queue_batch"
-#: A round (outputs handed over, then inputs acknowledged) lasts about this long, and at most
+#: A round (outputs handed over, then inputs acknowledged) lasts about ROUND_SECONDS, and at most
 #: ROUND_ITEMS messages: longer rounds make fewer, larger batch files; shorter ones stop sooner.
+#: While input waits, a round goes on until it holds ROUND_MIN_ITEMS messages (up to
+#: ROUND_MAX_SECONDS): a batch file costs ~0.9 ms of CPU, ~15 us per message in a round of 60.
 ROUND_SECONDS = 0.05
 ROUND_ITEMS = 5000
+ROUND_MIN_ITEMS = 500
+ROUND_MAX_SECONDS = 0.5
+#: The codec of the out-folder's batches: pickle, with Messages stored as plain tuples (read back as Messages).
+MESSAGE_CODEC = "kafka-message"
+#: Value types an output keeps as they are.
+_AS_IS = (bytes, str)
 
 
 def batched(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,8 +149,9 @@ class Worker:
                             recover_every=5.0)
         # Rounds roll the batches (flush); the size and delay only bound a round that runs long.
         enqueuer = Enqueuer(self.out_folder, batch_size=ROUND_ITEMS * 4, max_batch_delay=1.0,
-                            max_ready_files=self.max_ready_files, durable=self.durable)
-        dead = None if self.dead_letter_folder is None else Enqueuer(self.dead_letter_folder, durable=self.durable)
+                            max_ready_files=self.max_ready_files, durable=self.durable, codec=MESSAGE_CODEC)
+        dead = None if self.dead_letter_folder is None else Enqueuer(self.dead_letter_folder, durable=self.durable,
+                                                                     codec=MESSAGE_CODEC)
         per_message = 0.0001  # seconds the function takes per message, measured as it runs
         try:
             while not self._stopping:
@@ -167,7 +176,8 @@ class Worker:
                     spent = (time.monotonic() - begun) / len(messages)
                     per_message = 0.8 * per_message + 0.2 * max(spent, 1e-7)
                     taken += len(messages)
-                    if time.monotonic() - started >= ROUND_SECONDS:
+                    elapsed = time.monotonic() - started
+                    if elapsed >= ROUND_MAX_SECONDS or (elapsed >= ROUND_SECONDS and taken >= ROUND_MIN_ITEMS):
                         break
                 if not taken:
                     continue
@@ -199,9 +209,15 @@ class Worker:
         # One put_many for the outputs of all the messages: each call writes a chunk of its own
         # into the batch file, and chunks of one item cost the worker and the sink several times more.
         made: List[Any] = []
+        append = made.append
         for message in messages:
             try:
-                made.extend(outputs(function(message)))
+                returned = function(message)
+                # The common case, a Message whose value needs no encoding, without a call.
+                if type(returned) is Message and (returned.value is None or type(returned.value) in _AS_IS):
+                    append(returned)
+                else:
+                    made.extend(outputs(returned))
             except Exception as exc:  # the user's code: any error sets the message aside
                 failed.append((message, _reason(exc)))
         if made:

@@ -161,6 +161,13 @@ def test_sigkill_of_the_source_a_worker_and_the_sink_again_and_again_loses_nothi
         wait_for(lambda: drained(inbox, outbox) and sum(kafka.end_offsets(b).values()) >= total, 90,
                  "both folders to drain", interval=0.5)
     finally:
+        for role, proc in procs.items():
+            if role in ("source", "sink"):  # its status file comes after its SIGTERM handler: a connector just
+                folder = inbox if role == "source" else outbox  # started again could otherwise exit -15
+                deadline = time.monotonic() + 60
+                while (not status(folder, proc.pid) and proc.running()  # type: ignore[attr-defined]
+                       and time.monotonic() < deadline):
+                    time.sleep(0.05)
         codes = {role: proc.terminate() for role, proc in procs.items()}  # type: ignore[attr-defined]
     assert set(codes.values()) == {EXIT_OK}, codes
     records = everything_in(kafka, b)

@@ -9,6 +9,7 @@ import pickle
 import queue
 import sqlite3
 import threading
+import zlib
 
 import pytest
 
@@ -274,6 +275,32 @@ def test_a_corrupt_ready_file_becomes_bad_and_the_consumer_goes_on(folder):
         got = dequeuer.get_many(10, timeout=5) + dequeuer.get_many(10, timeout=5)
     assert sorted(got) == ["after", "before"]
     assert listing(folder)["bad"] == ["bad_1_00000000-0000-4000-8000-000000000000.db"]
+
+
+def _batch_with_its_tables_the_other_way_round(path, items):
+    """A valid batch file whose ``items`` table was created before ``meta``: the same schema
+    cookie as the usual layout, the two tables' pages swapped."""
+    data = pickle.dumps(tuple(pickle.dumps(item) for item in items))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL, "
+                 "data BLOB NOT NULL)")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+    conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                     [("format", 2), ("codec", "pickle"), ("count", len(items)), ("acked", 0), ("created_by", "x:1")])
+    conn.execute("INSERT INTO items VALUES (0, ?, ?, ?)", (len(items), zlib.crc32(data), data))
+    conn.close()
+
+
+def test_a_batch_laid_out_otherwise_is_read_right_after_one_of_the_usual_layout(folder):
+    # Small batches are read in memory on connections kept for reuse, which keep the schema they
+    # parsed: one must never be read with the schema of another file.
+    put_batches(folder, ["usual"])
+    with Dequeuer(folder) as dequeuer:
+        assert dequeuer.get(timeout=5) == "usual"
+        _batch_with_its_tables_the_other_way_round(
+            os.path.join(folder, "ready_1_00000000-0000-4000-8000-000000000000.db"), ["other", "layout"])
+        assert [dequeuer.get(timeout=5), dequeuer.get(timeout=5)] == ["other", "layout"]
+    assert listing(folder)["bad"] == []
 
 
 def test_a_newer_format_is_refused_and_left_as_it_is(folder, caplog):

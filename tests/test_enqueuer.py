@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer
+from turbo_queue import Dequeuer, Enqueuer, _batchfile
 from turbo_queue._platform import is_locked
 
 from tests.support import drain, listing, run_python, wait_for
@@ -273,18 +273,23 @@ def _batch_meta_of_child(folder, out):
 
 
 @pytest.mark.parametrize("codec", ["pickle", "json", "raw"])
-def test_a_batch_begun_from_the_prebuilt_empty_file_equals_one_whose_tables_are_created(folder, tmp_path, codec, monkeypatch):
-    with Enqueuer(folder, codec=codec) as enqueuer:
-        enqueuer.put_many(["a", "b"])
-    made = _batch_file(folder)
-    assert drain(folder) == ["a", "b"]
-    from turbo_queue import producer
+def test_a_batch_made_in_memory_equals_one_written_in_its_file(folder, codec, monkeypatch):
+    made = []
 
-    monkeypatch.setattr(producer, "empty_file", lambda codec: b"")  # as where sqlite3 cannot serialize
-    with Enqueuer(folder, codec=codec) as enqueuer:
-        enqueuer.put_many(["a", "b"])
-    assert _batch_file(folder) == made
-    assert made[1]["codec"] == codec and made[1]["count"] == 2 and made[1]["created_by"].endswith(f":{os.getpid()}")
+    def one_batch() -> None:
+        with Enqueuer(folder, codec=codec) as enqueuer:
+            enqueuer.put_many(["a", "b"])
+        made.append(_batch_file(folder))
+        assert drain(folder) == ["a", "b"]
+
+    one_batch()  # held in memory, its file written at once at the roll
+    monkeypatch.setattr(_batchfile, "IMAGE_LIMIT", 0)  # outgrown at the first chunk: written in its file
+    one_batch()
+    monkeypatch.setattr(_batchfile, "_CAN_IMAGE", False)  # as where sqlite3 cannot serialize
+    one_batch()
+    assert made[0] == made[1] == made[2]
+    assert made[0][1]["codec"] == codec and made[0][1]["count"] == 2
+    assert made[0][1]["created_by"].endswith(f":{os.getpid()}")
 
 
 def test_a_forked_child_names_itself_in_its_batches(folder):

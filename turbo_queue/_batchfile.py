@@ -60,6 +60,16 @@ _ROW_SPARE = 1024
 #: The size of a part of a split chunk (1 MiB parts wrote and read fastest, against 16 and 64 MiB).
 _PART = 1 << 20
 
+#: A batch file up to this size is made and read whole, in memory (where sqlite3 can serialize:
+#: Python 3.11+). Its producer writes the file's bytes at once at the roll and its consumer reads
+#: them at once at the claim: no SQLite connection on the file, no journal, no lock of SQLite's,
+#: which cost more than the items of a small batch. A larger batch is written and read in its
+#: file, a chunk at a time, so that memory stays bounded.
+IMAGE_LIMIT = 4 << 20
+
+_CAN_IMAGE = hasattr(sqlite3.Connection, "serialize")
+_HEADER = b"SQLite format 3\x00"
+
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     "CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL, data BLOB NOT NULL)",
@@ -129,13 +139,11 @@ def _create_tables(conn: sqlite3.Connection, codec: Codec, meta: Optional[Dict[s
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(entries.items()))
 
 
-def empty_file(codec: Codec) -> bytes:
-    """The bytes of a new batch file of ``codec`` made by this process: its tables and meta, no item.
+def _empty_file(codec: Codec) -> bytes:
+    """The bytes of a new batch file of ``codec`` made by this process: its tables and meta, no
+    item (Python 3.11+: ``_CAN_IMAGE``). A batch made in memory starts from them.
 
-    Written into a new file (``_folder.create``) they cost one write, where creating the tables
-    costs SQLite several statements per batch. Made once per process and codec (``created_by``
-    names the process); b"" where this Python's sqlite3 cannot make them (no ``serialize``
-    before 3.11): the writer then creates the tables itself.
+    Made once per process and codec (``created_by`` names the process).
     """
     global _empty_pid
     if _empty_pid != os.getpid():  # a forked child: the parent's files name the parent
@@ -143,15 +151,12 @@ def empty_file(codec: Codec) -> bytes:
         _empty_pid = os.getpid()
     found = _empty_files.get(codec.name)
     if found is None:
-        found = b""
-        if hasattr(sqlite3.Connection, "serialize"):
-            conn = sqlite3.connect(":memory:", isolation_level=None)
-            try:
-                _create_tables(conn, codec)
-                found = bytes(getattr(conn, "serialize")())  # Python 3.11+
-            finally:
-                conn.close()
-        _empty_files[codec.name] = found
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            _create_tables(conn, codec)
+            found = _empty_files[codec.name] = bytes(getattr(conn, "serialize")())
+        finally:
+            conn.close()
     return found
 
 
@@ -160,27 +165,36 @@ _empty_pid = 0
 
 
 class BatchWriter:
-    """Fills a new batch file. Everything is one transaction, committed by ``finish``."""
+    """Fills a new batch. Everything is one transaction, committed by ``finish``."""
 
     def __init__(
         self, path: str, codec: Codec, durable: bool = False, meta: Optional[Dict[str, object]] = None,
-        *, tables: bool = False,
+        *, in_memory: bool = False,
     ) -> None:
-        """``meta``: more entries for the meta table (or other starting values, e.g. ``acked``).
+        """``path``: an empty file. ``meta``: more entries for the meta table (or other starting
+        values, e.g. ``acked``).
 
-        ``tables``: the file already holds ``empty_file(codec)``; else it is empty, and the tables
-        are created here.
+        ``in_memory`` (without ``meta``): hold the chunks in memory while they fit in
+        ``IMAGE_LIMIT``; ``finish`` then returns the file's bytes, for the caller to put in place
+        (``Batch.rewrite``). A batch that outgrows it goes on in the file.
         """
         self.count = 0
-        self._conn = _connect(path, durable, new=True)
-        self._largest = limit_length(self._conn) - _ROW_SPARE  # a chunk above this is split into parts
+        self._path, self._codec, self._durable = path, codec, durable
+        self._held: Optional[List[Tuple[int, int, int, bytes]]] = None  # (first, n, crc, data) in memory
+        self._held_bytes = 0
+        self._conn: Optional[sqlite3.Connection] = None
         self._split = False
+        if in_memory and not meta and _CAN_IMAGE:
+            self._held = []
+        else:
+            self._open(meta)
+
+    def _open(self, meta: Optional[Dict[str, object]]) -> None:
+        conn = self._conn = _connect(self._path, self._durable, new=True)
+        self._largest = limit_length(conn) - _ROW_SPARE  # a chunk above this is split into parts
         try:
-            self._conn.execute("BEGIN")
-            if not tables:
-                _create_tables(self._conn, codec, meta)
-            elif meta:
-                self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+            conn.execute("BEGIN")
+            _create_tables(conn, self._codec, meta)
         except BaseException:
             self.abandon()
             raise
@@ -191,38 +205,162 @@ class BatchWriter:
         A chunk larger than SQLite stores in one value is split into ``parts`` rows (format 3).
         """
         crc = zlib.crc32(data) if crc is None else crc
+        held = self._held
+        if held is not None:
+            if fits_in_memory(self._held_bytes + len(data)):
+                held.append((self.count, n, crc, data))
+                self._held_bytes += len(data)
+                self.count += n
+                return
+            self._held = None  # too large for memory: the batch goes on in its file
+            self._open(meta=None)
+            self._insert(held)
         if len(data) <= self._largest:
-            self._conn.execute("INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)", (self.count, n, crc, data))
+            self._insert([(self.count, n, crc, data)])
         else:
             self._append_parts(n, data, crc)
         self.count += n
 
+    def _insert(self, rows: List[Tuple[int, int, int, bytes]]) -> None:
+        assert self._conn is not None
+        self._conn.executemany("INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)", rows)
+
     def _append_parts(self, n: int, data: bytes, crc: int) -> None:
+        conn = self._conn
+        assert conn is not None
         if not self._split:  # the first split chunk: the file becomes format 3, in the same transaction
-            self._conn.execute(_PARTS_SCHEMA)
-            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT_VERSION,))
+            conn.execute(_PARTS_SCHEMA)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT_VERSION,))
             self._split = True
-        self._conn.execute("INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)", (self.count, n, crc, b""))
+        conn.execute("INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)", (self.count, n, crc, b""))
         size, view = min(self._largest, _PART), memoryview(data)
-        self._conn.executemany(
+        conn.executemany(
             "INSERT INTO parts (first, seq, data) VALUES (?, ?, ?)",
             ((self.count, seq, view[start : start + size]) for seq, start in enumerate(range(0, len(data), size))),
         )
 
-    def finish(self) -> None:
-        """Record the count, commit and close: the file is then at rest, with no journal beside it."""
+    def finish(self) -> Optional[bytes]:
+        """Record the count and commit: the file is then at rest, with no journal beside it.
+
+        A batch held in memory: its file's bytes (the file itself is left as it was); else None.
+        """
+        if self._held is not None:
+            held, self._held = self._held, None
+            return _image(self._codec, held, self.count)
+        assert self._conn is not None
         self._conn.execute("UPDATE meta SET value = ? WHERE key = 'count'", (self.count,))
         self._conn.execute("COMMIT")
         self._conn.close()
+        return None
 
     def abandon(self) -> None:
         """Roll back and close; used when a write failed."""
-        _rollback(self._conn)
-        self._conn.close()
+        self._held = None
+        if self._conn is not None:
+            _rollback(self._conn)
+            self._conn.close()
 
-    def forget(self) -> sqlite3.Connection:
+    def forget(self) -> Optional[sqlite3.Connection]:
         """Give up the connection without touching the file (a forked child must not close it)."""
-        return _never_close(self._conn)
+        self._held = None
+        return None if self._conn is None else _never_close(self._conn)
+
+
+def fits_in_memory(size: int) -> bool:
+    """Whether a chunk of ``size`` bytes can be a batch made whole in memory (``whole_batch``)."""
+    return _CAN_IMAGE and size <= min(IMAGE_LIMIT, (LENGTH_LIMIT or _SQLITE_DEFAULT_LIMIT) - _ROW_SPARE)
+
+
+def whole_batch(codec: Codec, n: int, data: bytes) -> bytes:
+    """The bytes of a batch file holding one chunk of ``n`` items (it must ``fit_in_memory``)."""
+    return _image(codec, [(0, n, zlib.crc32(data), data)], n)
+
+
+def _image(codec: Codec, rows: List[Tuple[int, int, int, bytes]], count: int) -> bytes:
+    """The bytes of a batch file of ``codec`` holding ``rows`` (``count`` items), made in memory."""
+    memory = _InMemory(_empty_file(codec))
+    conn = memory.conn
+    try:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO items (first, n, crc, data) VALUES (?, ?, ?, ?)", rows)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'count'", (count,))
+        conn.execute("COMMIT")
+        image = bytes(getattr(conn, "serialize")())
+    except BaseException:
+        conn.close()
+        raise
+    memory.give_back(len(image))
+    return image
+
+
+class _InMemory:
+    """An in-memory database holding a copy of an image, on a connection kept for reuse.
+
+    A new connection parses the schema at its first statement, which costs more than all else
+    done with a small batch. ``deserialize`` keeps the connection's parsed schema: SQLite parses
+    it again only if the schema cookie changed, so a connection is reused only for an image whose
+    schema is the same to the byte (``_schema_key``), and any other image gets a new connection.
+    """
+
+    __slots__ = ("conn", "_key")
+
+    def __init__(self, image: bytes) -> None:
+        global _spares_pid
+        if _spares_pid != os.getpid():  # a forked child: the parent's connections are not for its use
+            _spares.clear()
+            _spares_pid = os.getpid()
+        self._key = key = _schema_key(image)
+        found = next((i for i, (spare_key, _) in enumerate(_spares) if spare_key == key), None)
+        if found is not None:
+            self.conn = _spares.pop(found)[1]
+        else:
+            self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            limit_length(self.conn)
+        try:
+            getattr(self.conn, "deserialize")(image)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def give_back(self, size: int) -> None:
+        """Keep the connection for reuse, unless the database it holds (``size`` bytes) is large:
+        its memory is freed only when the next image replaces it."""
+        if size <= _SPARE_SIZE and len(_spares) < 4 and _spares_pid == os.getpid():
+            _spares.append((self._key, self.conn))
+        else:
+            self.conn.close()
+
+
+def _schema_key(image: bytes) -> bytes:
+    """What of a SQLite image its parsed schema depends on: page 1 (where ``sqlite_master`` is)
+    but for the header fields that change at every write (change counter, page count, free list,
+    version-valid-for)."""
+    page = int.from_bytes(image[16:18], "big")
+    return image[16:24] + image[40:92] + image[100 : 65536 if page == 1 else page]
+
+
+_spares: List[Tuple[bytes, sqlite3.Connection]] = []
+_spares_pid = 0
+_SPARE_SIZE = 256 << 10
+
+
+def read_image(fd: int, path: str) -> Optional[bytes]:
+    """The bytes of the batch file open on ``fd``, if it can be read whole in memory; else None.
+
+    It can when it is at most ``IMAGE_LIMIT`` bytes, a SQLite file in rollback-journal mode, and
+    no journal lies beside it (SQLite must see a hot journal: only a connection on the file does).
+    """
+    if not _CAN_IMAGE:
+        return None
+    size = os.fstat(fd).st_size
+    if not 0 < size <= IMAGE_LIMIT:
+        return None
+    image = os.pread(fd, size, 0)
+    if len(image) != size or not image.startswith(_HEADER) or image[18:20] != b"\x01\x01":
+        return None  # shorter than it was (truncated meanwhile), not SQLite's, or in WAL mode
+    if os.path.lexists(path + "-journal"):
+        return None
+    return image
 
 
 class Chunk(NamedTuple):
@@ -280,17 +418,30 @@ def _columns(version: object) -> str:
 class BatchReader:
     """Reads a batch file that this process holds, and records the acknowledged position.
 
-    Its reads share one read transaction, ended only to record a position: SQLite then takes its
-    lock and checks the file once, not once per chunk (no other connection writes a held file).
-    Chunks read in order come from one cursor, which lives on across those records: one query
-    per batch, not one per chunk.
+    A small file is read whole into memory (``read_image``) and read there. A larger one is read
+    in the file, where the reads share one read transaction, ended only to record a position:
+    SQLite then takes its lock and checks the file once, not once per chunk (no other connection
+    writes a held file). Chunks read in order come from one cursor, which lives on across those
+    records: one query per batch, not one per chunk.
     """
 
-    def __init__(self, path: str, durable: bool = False) -> None:
+    def __init__(self, path: str, durable: bool = False, fd: Optional[int] = None) -> None:
+        """``fd``: the descriptor the caller holds the file with; a small file is then read whole
+        into memory (``read_image``), and SQLite opens the file only to record a position."""
         self.path = path
-        self._conn = _connect(path, durable)
+        self._durable = durable
+        image = None if fd is None else read_image(fd, path)
+        self._file: Optional[sqlite3.Connection] = None  # the connection on the file, if one is open
+        self._memory: Optional[_InMemory] = None  # or the in-memory copy of a small file
+        if image is None:
+            self._conn = self._file = _connect(path, durable)
+        else:
+            self._memory = _InMemory(image)
+            self._conn = self._memory.conn
+        self._size = 0 if image is None else len(image)
         try:
-            self._conn.execute("BEGIN")
+            if image is None:
+                self._conn.execute("BEGIN")
             meta = read_meta(self._conn, path)
             self.codec: Codec = get_codec(meta["codec"])
             self.count = int(meta["count"])
@@ -313,6 +464,9 @@ class BatchReader:
                     f"{path}: its meta table says {self.count} items ({self.acked} acknowledged), "
                     f"its chunks end at item {end}"
                 )
+        except UnicodeDecodeError as exc:  # read in memory: the first statement reads the schema
+            self._conn.close()
+            raise damaged_schema(path, exc) from None
         except BaseException:
             self._conn.close()
             raise
@@ -337,6 +491,12 @@ class BatchReader:
 
     def save_acked(self, position: int) -> None:
         """Record that the first ``position`` items were acknowledged (sqlite3.Error if it failed)."""
+        if self._memory is not None:  # read in memory: the file is opened to record positions only
+            if self._file is None:
+                self._file = _connect(self.path, self._durable)
+            self._file.execute("UPDATE meta SET value = ? WHERE key = 'acked'", (position,))  # a transaction of its own
+            self.acked = position
+            return
         conn = self._conn
         try:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'acked'", (position,))
@@ -354,10 +514,13 @@ class BatchReader:
         if rows is not None:  # a statement still open keeps SQLite from closing the file (R1, R4)
             rows.close()
             del rows
-        self._conn.close()  # which ends the read transaction: nothing to undo
+        if self._memory is not None:
+            self._memory.give_back(self._size)
+        if self._file is not None:
+            self._file.close()  # which ends the read transaction: nothing to undo
 
-    def forget(self) -> sqlite3.Connection:
-        return _never_close(self._conn)
+    def forget(self) -> Optional[sqlite3.Connection]:
+        return None if self._file is None else _never_close(self._file)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

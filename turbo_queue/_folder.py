@@ -12,7 +12,6 @@ import random
 import re
 import stat
 import time
-import uuid
 import weakref
 from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
@@ -59,7 +58,7 @@ def parse_creating(filename: str) -> Optional[BatchName]:
 class Batch:
     """A batch file this process holds under an exclusive flock on ``fd``."""
 
-    __slots__ = ("folder", "name", "fd", "__weakref__")
+    __slots__ = ("folder", "_name", "path", "fd", "__weakref__")
 
     def __init__(self, folder: str, name: BatchName, fd: int) -> None:
         self.folder = folder
@@ -68,8 +67,13 @@ class Batch:
         _held.add(self)
 
     @property
-    def path(self) -> str:
-        return os.path.join(self.folder, self.name.filename)
+    def name(self) -> BatchName:
+        return self._name
+
+    @name.setter
+    def name(self, name: BatchName) -> None:
+        self._name = name
+        self.path = os.path.join(self.folder, name.filename)
 
     def move(self, state: str, durable: bool = False) -> None:
         """Rename to ``state`` (the SQLite connection must be closed: R1)."""
@@ -80,6 +84,14 @@ class Batch:
         self.name = target
         if durable:
             _platform.fsync_folder(self.folder)
+
+    def rewrite(self, content: bytes, durable: bool = False) -> None:
+        """Make ``content`` this file's bytes at once: it is written into a new hidden file, which
+        is renamed over this one. A process that dies meanwhile leaves this file as it was, and a
+        ``.creating_`` file that recovery removes: never a file half written."""
+        _, fd = _hidden(self.folder, self.name.epoch, content, target=self.path, durable=durable)
+        old, self.fd = self.fd, fd
+        os.close(old)  # the replaced file's lock; the new one was locked before its rename
 
     def remove(self, durable: bool = False) -> None:
         os.unlink(self.path)
@@ -111,16 +123,28 @@ def _let_go_after_fork() -> None:
 os.register_at_fork(after_in_child=_let_go_after_fork)
 
 
-def create(folder: str, epoch: Optional[int] = None, content: bytes = b"") -> Batch:
+def create(folder: str, epoch: Optional[int] = None, content: bytes = b"", state: str = LOADING,
+           durable: bool = False) -> Batch:
     """A new ``loading_`` file, locked before it can be seen under that name.
 
     ``epoch`` (default: now) names its place in line: a converted old batch keeps its own.
-    ``content`` (an empty batch file's tables) is written while the file is still hidden: a
-    process that dies meanwhile leaves a ``.creating_`` file, which recovery removes.
+    ``content`` is written while the file is still hidden: a process that dies meanwhile leaves
+    a ``.creating_`` file, which recovery removes. ``state`` READY: ``content`` is a whole batch,
+    handed over at once (fsynced first if ``durable``, and the folder after).
     """
+    name, fd = _hidden(folder, epoch, content, state, durable=durable)
+    if durable and state != LOADING:
+        _platform.fsync_folder(folder)
+    return Batch(folder, name, fd)
+
+
+def _hidden(folder: str, epoch: Optional[int], content: bytes, state: str = LOADING, target: str = "",
+            durable: bool = False) -> Tuple[BatchName, int]:
+    """Write ``content`` into a new ``.creating_`` file, lock it, and rename it to its name in
+    ``state`` or to ``target``: the name and the locked descriptor."""
     while True:
-        name = BatchName(LOADING, int(time.time()) if epoch is None else epoch, str(uuid.uuid4()))
-        hidden = os.path.join(folder, CREATING + name.filename[len(LOADING) + 1:])
+        name = BatchName(state, int(time.time()) if epoch is None else epoch, new_uid())
+        hidden = os.path.join(folder, CREATING + name.filename[len(state) + 1:])
         fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _platform.FILE_MODE)
         if not _platform.try_lock(fd):  # recovery took it between open and lock: it will remove it
             os.close(fd)
@@ -129,18 +153,35 @@ def create(folder: str, epoch: Optional[int] = None, content: bytes = b"") -> Ba
             written = 0
             while written < len(content):
                 written += os.write(fd, content[written:])
-            os.rename(hidden, os.path.join(folder, name.filename))
+            if durable:
+                os.fsync(fd)
+            os.rename(hidden, target or os.path.join(folder, name.filename))
         except FileNotFoundError:  # recovery removed it as an orphan before we locked it
             os.close(fd)
             continue
         except BaseException:
-            try:  # the rename failed (EIO, ENOSPC...): do not leave the empty hidden file behind
+            try:  # the rename failed (EIO, ENOSPC...): do not leave the hidden file behind
                 os.unlink(hidden)
             except OSError:
                 pass  # recovery removes an orphaned hidden file
             os.close(fd)
             raise
-        return Batch(folder, name, fd)
+        return name, fd
+
+
+def new_uid() -> str:
+    """A UUIDv7 (RFC 9562, with the sub-millisecond fraction in ``rand_a``): the time it was made
+    comes first, so that the batches of one process sort in the order they were made, also those
+    its filesystem gives the same ctime (ext4 keeps ctime to a clock tick of a few milliseconds)."""
+    global _last_uid_time
+    tick = max(time.time_ns() * 4096 // 1_000_000, _last_uid_time + 1)  # in 1/4096 ms
+    _last_uid_time = tick
+    value = (tick >> 12) << 80 | 0x7 << 76 | (tick & 0xFFF) << 64 | 0b10 << 62 | int.from_bytes(os.urandom(8), "big") >> 2
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_last_uid_time = 0
 
 
 def require_writable(folder: str, who: str) -> None:
@@ -170,13 +211,14 @@ def _read_only_mount(folder: str) -> bool:
 
 
 def ready_in_order(folder: str) -> List[str]:
-    """Names of the ``ready_`` files, in hand-over order (epoch, then the ctime the rename set).
+    """Names of the ``ready_`` files, in hand-over order (epoch, then the ctime the rename set,
+    then the uuid: one process's in the order it made them, see ``new_uid``).
 
     Each file's order key is looked up once (a stat per new file, not per file per call: with a
     backlog of many files every claim would otherwise stat them all); see ``_order_keys``.
     """
     seen = _order_keys.setdefault(folder, {})
-    keys: Dict[str, Tuple[int, int]] = {}
+    keys: Dict[str, Tuple[int, int, str]] = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             name = entry.name
@@ -188,7 +230,7 @@ def ready_in_order(folder: str) -> List[str]:
                 if parsed is None:
                     continue
                 try:
-                    key = (parsed.epoch, os.lstat(os.path.join(folder, name)).st_ctime_ns)
+                    key = (parsed.epoch, os.lstat(os.path.join(folder, name)).st_ctime_ns, parsed.uid)
                 except FileNotFoundError:
                     continue  # claimed meanwhile
             keys[name] = key
@@ -196,9 +238,9 @@ def ready_in_order(folder: str) -> List[str]:
     return sorted(keys, key=keys.__getitem__)
 
 
-#: folder -> {ready_ file name -> (epoch, ctime)} as last seen by this process. A batch handed
+#: folder -> {ready_ file name -> (epoch, ctime, uuid)} as last seen by this process. A batch handed
 #: back under its old name between two looks keeps its earlier key: it is the older one anyway.
-_order_keys: Dict[str, Dict[str, Tuple[int, int]]] = {}
+_order_keys: Dict[str, Dict[str, Tuple[int, int, str]]] = {}
 
 
 def count_ready(folder: str) -> int:

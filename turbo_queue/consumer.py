@@ -432,7 +432,7 @@ class Dequeuer:
             if batch is None:
                 return False
             try:
-                reader = BatchReader(batch.path, self.durable)
+                reader = BatchReader(batch.path, self.durable, batch.fd)
             except BatchFormatError as exc:
                 log.error("turbo_queue: %s", exc)
                 batch.move(_folder.READY, self.durable)

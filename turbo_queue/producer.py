@@ -15,7 +15,7 @@ from ._checks import check_timeout, positive_int, positive_number
 from ._codecs import CHUNK_BYTES, encode_chunks, get_codec
 from ._counters import PUT, Counters
 from ._errors import BatchWriteError
-from ._batchfile import BatchWriter, empty_file
+from ._batchfile import BatchWriter, fits_in_memory, whole_batch
 
 log = logging.getLogger("turbo_queue")
 
@@ -267,10 +267,9 @@ class Enqueuer:
 
     def _write(self, n: int, data: bytes) -> None:
         try:
-            if self._writer is None:
-                empty = empty_file(self._codec)
-                self._batch = _folder.create(self.folder, content=empty)
-                self._writer = BatchWriter(self._batch.path, self._codec, self.durable, tables=bool(empty))
+            if self._writer is None:  # the file stays empty while the batch is held in memory
+                self._batch = _folder.create(self.folder)
+                self._writer = BatchWriter(self._batch.path, self._codec, self.durable, in_memory=True)
             self._writer.append(n, data)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail(exc, "writing") from exc
@@ -279,12 +278,17 @@ class Enqueuer:
         """Hand the batch over: commit, close, (fsync), rename to ready_, (fsync folder), unlock."""
         if self._batch_items == 0:
             return
+        if self._writer is None and fits_in_memory(self._pending_bytes):
+            self._roll_in_memory()
+            return
         if self._pending:
             self._write_pending()
         batch, writer = self._batch, self._writer
         assert batch is not None and writer is not None
         try:
-            writer.finish()
+            image = writer.finish()
+            if image is not None:  # a small batch, held in memory: its file is written at once
+                batch.rewrite(image, self.durable)
             batch.move(_folder.READY, self.durable)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail(exc, "handing over") from exc
@@ -292,6 +296,20 @@ class Enqueuer:
         batch.unlock()
         self._batch, self._writer = None, None
         self._batch_items = 0
+        self._deadline = None
+
+    def _roll_in_memory(self) -> None:
+        """Hand over a batch that is all pending (fewer items than a chunk, never written): it is
+        made whole in memory and written as a ``ready_`` file at once, with no ``loading_`` file."""
+        pending, self._pending = self._pending, []
+        try:
+            image = whole_batch(self._codec, len(pending), self._codec.join(pending))
+            batch = _folder.create(self.folder, content=image, state=_folder.READY, durable=self.durable)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._fail(exc, "handing over") from exc
+        self._handed_over = batch.path
+        batch.unlock()
+        self._pending_bytes = self._batch_items = 0
         self._deadline = None
 
     def _fail(self, exc: BaseException, doing: str) -> BatchWriteError:

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
+import pytest
+
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
 
@@ -89,10 +91,11 @@ def test_the_batch_file_costs_come_from_a_real_queue(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_plain_sqlite3_floor_reads_back_what_it_wrote(tmp_path):
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_the_plain_sqlite3_floor_reads_back_what_it_wrote(tmp_path, in_memory):
     from tools import bench
 
-    costs = bench.storage_floor(2000, str(tmp_path), files=5)
+    costs = bench.storage_floor(2000, str(tmp_path), files=5, in_memory=in_memory)
     assert set(costs) == {"put_many_us", "get_many_us", "file_put_us", "file_get_us"}
     assert list(tmp_path.iterdir()) == []
 
@@ -100,9 +103,11 @@ def test_the_plain_sqlite3_floor_reads_back_what_it_wrote(tmp_path):
 def test_the_storage_comparison_measures_each_code_in_turn(tmp_path):
     stdout, results = run_bench(tmp_path, "--storage", "--items", "2000", "--rounds", "2",
                                 "--baseline", sys.executable)
-    assert "| plain sqlite3 |" in stdout and "| turbo_queue (" in stdout
-    assert [row["code"] for row in results["rows"]].count("plain sqlite3") == 2
-    assert len(results["rows"]) == 6 and len(results["medians"]) == 2  # the baseline is this checkout too
+    assert "| plain sqlite3, in the file |" in stdout and "| plain sqlite3, in memory |" in stdout
+    assert "| turbo_queue (" in stdout
+    codes = [row["code"] for row in results["rows"]]
+    assert codes.count("plain sqlite3, in the file") == codes.count("plain sqlite3, in memory") == 2
+    assert len(results["rows"]) == 8 and len(results["medians"]) == 3  # the baseline is this checkout too
 
 
 def test_ctrl_c_during_a_row_kills_its_processes_too(tmp_path):

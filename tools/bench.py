@@ -514,12 +514,70 @@ class PlainBatchFiles:
         assert got == n
 
 
-def storage_floor(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
-    """``storage_costs`` of PlainBatchFiles: what SQLite itself costs for the same work."""
+class PlainImages(PlainBatchFiles):
+    """The same work with each batch made and read in memory, as turbo_queue does with a batch of
+    at most 4 MiB (Python 3.11+): the floor under that path.
+
+    Write: into a ``:memory:`` database begun from the serialized empty batch, one INSERT per chunk
+    with its CRC-32, commit, serialize, one write to ``loading_``, rename to ``ready_``. Read:
+    rename to ``chosen_``, one read, deserialize, one cursor with each CRC-32 checked, delete. One
+    in-memory connection each way, kept. No locks, no position records, no checks.
+    """
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder)
+        self.writer = sqlite3.connect(":memory:", isolation_level=None)
+        self.reader = sqlite3.connect(":memory:", isolation_level=None)
+        self.writer.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+        self.writer.execute("CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER, crc INTEGER, data BLOB)")
+        self.writer.executemany("INSERT INTO meta VALUES (?, ?)", [("format", 2), ("codec", "pickle"), ("count", 0),
+                                                                  ("acked", 0), ("created_by", "host:1")])
+        self.empty = getattr(self.writer, "serialize")()
+
+    def put_batch(self, group: List[List[Dict[str, Any]]]) -> None:
+        conn = self.writer
+        getattr(conn, "deserialize")(self.empty)
+        conn.execute("BEGIN")
+        first = 0
+        for chunk in group:
+            data = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
+            conn.execute("INSERT INTO items VALUES (?, ?, ?, ?)", (first, len(chunk), zlib.crc32(data), data))
+            first += len(chunk)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'count'", (first,))
+        conn.execute("COMMIT")
+        image = getattr(conn, "serialize")()
+        name = f"{int(time.time())}_{uuid.uuid4()}.db"
+        path = os.path.join(self.folder, "loading_" + name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, image)
+        os.close(fd)
+        os.rename(path, os.path.join(self.folder, "ready_" + name))
+        self.ready.append(name)
+
+    def get_batch(self, n: int) -> None:
+        name = self.ready.pop(0)
+        path = os.path.join(self.folder, "chosen_" + name)
+        os.rename(os.path.join(self.folder, "ready_" + name), path)
+        fd = os.open(path, os.O_RDONLY)
+        image = os.read(fd, os.fstat(fd).st_size)
+        os.close(fd)
+        conn = self.reader
+        getattr(conn, "deserialize")(image)
+        got = 0
+        for _, _, crc, data in conn.execute("SELECT first, n, crc, data FROM items ORDER BY first"):
+            if zlib.crc32(data) != crc:
+                raise ValueError(f"{path}: a chunk is damaged")
+            got += len(pickle.loads(data))
+        os.unlink(path)
+        assert got == n
+
+
+def storage_floor(items: int, tmp: str, files: int = 200, in_memory: bool = False) -> Dict[str, float]:
+    """``storage_costs`` of PlainBatchFiles (or PlainImages): what SQLite itself costs for the same work."""
     lists = _lists(items)
     folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
     try:
-        plain = PlainBatchFiles(folder)
+        plain = PlainImages(folder) if in_memory else PlainBatchFiles(folder)
         return _storage_costs(lists, plain.put_batch, plain.get_batch, files)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -840,7 +898,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the durable contender's folders go (default the temp dir, on disk)")
     p.add_argument("--storage", action="store_true",
                    help="only the batch-file costs, in one process each: turbo_queue against the plainest sqlite3 "
-                        "code doing the same work (PlainBatchFiles), taking turns, --rounds times")
+                        "code doing the same work (PlainBatchFiles, and PlainImages in memory), taking turns, --rounds times")
     p.add_argument("--baseline", default="", metavar="PYTHON",
                    help="with --storage: also measure the turbo_queue that this interpreter imports, in the same "
                         "turns (e.g. the venv of a worktree of main)")
@@ -864,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("items", type=int)
     runner.add_argument("folder")
     storage = sub.add_parser("_storage")
-    storage.add_argument("kind", choices=("floor", "turbo_queue"))
+    storage.add_argument("kind", choices=("floor", "floor-memory", "turbo_queue"))
     storage.add_argument("items", type=int)
     storage.add_argument("folder")
     add_arguments(parser)
@@ -872,8 +930,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _storage_runner(args: argparse.Namespace) -> int:
-    if args.kind == "floor":
-        row: Dict[str, Any] = {"code": "plain sqlite3", **storage_floor(args.items, args.folder)}
+    if args.kind in ("floor", "floor-memory"):
+        in_memory = args.kind == "floor-memory"
+        row: Dict[str, Any] = {"code": "plain sqlite3" + (", in memory" if in_memory else ", in the file"),
+                               **storage_floor(args.items, args.folder, in_memory=in_memory)}
     else:
         import turbo_queue
 
@@ -887,6 +947,8 @@ def run_storage(args: argparse.Namespace) -> int:
     """The batch-file costs of turbo_queue (and ``--baseline``'s) beside the plain sqlite3 floor, taking turns."""
     items = min(args.items, 200_000)
     contenders = [(sys.executable, "floor"), (sys.executable, "turbo_queue")]
+    if hasattr(sqlite3.Connection, "serialize"):
+        contenders.insert(1, (sys.executable, "floor-memory"))
     if args.baseline:
         contenders.append((args.baseline, "turbo_queue"))
     print(f"# batch-file costs in one process: {items:,} items in lists of 100, batches of {LIST * BATCH_LISTS:,}, "

@@ -145,10 +145,6 @@ def _empty_file(codec: Codec) -> bytes:
 
     Made once per process and codec (``created_by`` names the process).
     """
-    global _empty_pid
-    if _empty_pid != os.getpid():  # a forked child: the parent's files name the parent
-        _empty_files.clear()
-        _empty_pid = os.getpid()
     found = _empty_files.get(codec.name)
     if found is None:
         conn = sqlite3.connect(":memory:", isolation_level=None)
@@ -161,7 +157,6 @@ def _empty_file(codec: Codec) -> bytes:
 
 
 _empty_files: Dict[str, bytes] = {}
-_empty_pid = 0
 
 
 class BatchWriter:
@@ -305,10 +300,6 @@ class _InMemory:
     __slots__ = ("conn", "_key")
 
     def __init__(self, image: bytes) -> None:
-        global _spares_pid
-        if _spares_pid != os.getpid():  # a forked child: the parent's connections are not for its use
-            _spares.clear()
-            _spares_pid = os.getpid()
         self._key = key = _schema_key(image)
         found = next((i for i, (spare_key, _) in enumerate(_spares) if spare_key == key), None)
         if found is not None:
@@ -325,7 +316,7 @@ class _InMemory:
     def give_back(self, size: int) -> None:
         """Keep the connection for reuse, unless the database it holds (``size`` bytes) is large:
         its memory is freed only when the next image replaces it."""
-        if size <= _SPARE_SIZE and len(_spares) < 4 and _spares_pid == os.getpid():
+        if size <= _SPARE_SIZE and len(_spares) < 4:
             _spares.append((self._key, self.conn))
         else:
             self.conn.close()
@@ -340,8 +331,17 @@ def _schema_key(image: bytes) -> bytes:
 
 
 _spares: List[Tuple[bytes, sqlite3.Connection]] = []
-_spares_pid = 0
 _SPARE_SIZE = 256 << 10
+
+
+def _forget_after_fork() -> None:
+    """A forked child makes its own: the parent's empty files name the parent, and its idle
+    in-memory connections are not to be shared."""
+    _empty_files.clear()
+    _spares.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def read_image(fd: int, path: str) -> Optional[bytes]:
@@ -519,8 +519,13 @@ class BatchReader:
         if self._file is not None:
             self._file.close()  # which ends the read transaction: nothing to undo
 
-    def forget(self) -> Optional[sqlite3.Connection]:
-        return None if self._file is None else _never_close(self._file)
+    def forget(self) -> List[sqlite3.Connection]:
+        """Give up the connections without closing them (a forked child: another thread of the
+        parent may have been using them at the fork)."""
+        held = [self._file] if self._file is not None else []
+        if self._memory is not None:
+            held.append(self._memory.conn)
+        return [_never_close(conn) for conn in held]
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -141,7 +141,7 @@ def check_durable_trace(calls: List[Call], folder: str, marker: str) -> Tuple[Li
         if first is None:
             first = uid
         mine = uid == first
-        if call.call in ("pwrite64", "ftruncate"):
+        if call.call in ("pwrite64", "ftruncate", "write"):  # write: a whole file made in memory
             if not is_journal:
                 dirty[uid] = True
             if mine:
@@ -170,7 +170,11 @@ def check_durable_trace(calls: List[Call], folder: str, marker: str) -> Tuple[Li
             if mine:
                 note(f"unlink({label})")
         elif call.call.startswith("rename") and len(call.paths) >= 2:
-            _, new_state, _ = _batch_of(call.paths[1])
+            new_uid, new_state, _ = _batch_of(call.paths[1])
+            if new_uid is not None and new_uid != uid:  # a hidden file renamed over a loading_ one
+                dirty[new_uid] = dirty[uid]
+                uid = new_uid
+                mine = uid == first
             if new_state == _folder.READY:
                 if dirty[uid]:
                     problems.append(f"call {call.index}: {os.path.basename(call.paths[1])} was handed over with writes "
@@ -180,7 +184,7 @@ def check_durable_trace(calls: List[Call], folder: str, marker: str) -> Tuple[Li
                                     f"journal beside it (R1)")
             if new_state == _folder.CHOSEN and not any(u == uid and pid == call.pid for (pid, _), u in locks.items()):
                 problems.append(f"call {call.index}: a claim renamed {uid} before taking its flock")
-            if new_state in (_folder.READY, _folder.BAD) and not hidden:
+            if new_state in (_folder.READY, _folder.BAD):
                 pending.append((call.index, f"the rename to {os.path.basename(call.paths[1])}"))
             if mine:
                 note(f"rename({label} -> {new_state}_)")

@@ -64,8 +64,9 @@ _PART = 1 << 20
 #: Python 3.11+). Its producer writes the file's bytes at once at the roll and its consumer reads
 #: them at once at the claim: no SQLite connection on the file, no journal, no lock of SQLite's,
 #: which cost more than the items of a small batch. A larger batch is written and read in its
-#: file, a chunk at a time, so that memory stays bounded.
-IMAGE_LIMIT = 4 << 20
+#: file, a chunk at a time: memory stays bounded, and the copies that memory costs would take
+#: longer than what it saves (default batches of 10,000 small items are about 1.4 MB).
+IMAGE_LIMIT = 1 << 20
 
 _CAN_IMAGE = hasattr(sqlite3.Connection, "serialize")
 _HEADER = b"SQLite format 3\x00"

@@ -466,6 +466,24 @@ def storage_costs(items: int, tmp: str, files: int = 200) -> Dict[str, float]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _plain_tables(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+    conn.execute("CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER, crc INTEGER, data BLOB)")
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", [("format", 2), ("codec", "pickle"), ("count", 0),
+                                                       ("acked", 0), ("created_by", "host:1")])
+
+
+def _plain_fill(conn: sqlite3.Connection, group: List[List[Dict[str, Any]]]) -> None:
+    """One INSERT per chunk with its CRC-32, the count, and the commit of the transaction begun."""
+    first = 0
+    for chunk in group:
+        data = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
+        conn.execute("INSERT INTO items VALUES (?, ?, ?, ?)", (first, len(chunk), zlib.crc32(data), data))
+        first += len(chunk)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'count'", (first,))
+    conn.execute("COMMIT")
+
+
 class PlainBatchFiles:
     """The plainest sqlite3 code that does a batch file's work: the floor under turbo_queue's.
 
@@ -479,44 +497,49 @@ class PlainBatchFiles:
         self.ready: List[str] = []
 
     def put_batch(self, group: List[List[Dict[str, Any]]]) -> None:
-        name = f"{int(time.time())}_{uuid.uuid4()}.db"
-        path = os.path.join(self.folder, "loading_" + name)
+        name, path = self._new()
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN")
-        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
-        conn.execute("CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER, crc INTEGER, data BLOB)")
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("format", 2), ("codec", "pickle"), ("count", 0),
-                                                           ("acked", 0), ("created_by", "host:1")])
-        first = 0
-        for chunk in group:
-            data = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
-            conn.execute("INSERT INTO items VALUES (?, ?, ?, ?)", (first, len(chunk), zlib.crc32(data), data))
-            first += len(chunk)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'count'", (first,))
-        conn.execute("COMMIT")
+        _plain_tables(conn)
+        _plain_fill(conn, group)
         conn.close()
+        self._hand_over(name, path)
+
+    def get_batch(self, n: int) -> None:
+        path = self._claim()
+        conn = sqlite3.connect(path, isolation_level=None)
+        self._read(conn, path, n)
+        conn.close()
+        os.unlink(path)
+
+    def _new(self) -> Tuple[str, str]:
+        name = f"{int(time.time())}_{uuid.uuid4()}.db"
+        return name, os.path.join(self.folder, "loading_" + name)
+
+    def _hand_over(self, name: str, path: str) -> None:
         os.rename(path, os.path.join(self.folder, "ready_" + name))
         self.ready.append(name)
 
-    def get_batch(self, n: int) -> None:
+    def _claim(self) -> str:
         name = self.ready.pop(0)
         path = os.path.join(self.folder, "chosen_" + name)
         os.rename(os.path.join(self.folder, "ready_" + name), path)
-        conn = sqlite3.connect(path, isolation_level=None)
+        return path
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection, path: str, n: int) -> None:
         got = 0
         for _, _, crc, data in conn.execute("SELECT first, n, crc, data FROM items ORDER BY first"):
             if zlib.crc32(data) != crc:
                 raise ValueError(f"{path}: a chunk is damaged")
             got += len(pickle.loads(data))
-        conn.close()
-        os.unlink(path)
         assert got == n
 
 
 class PlainImages(PlainBatchFiles):
     """The same work with each batch made and read in memory, as turbo_queue does with a batch of
-    at most 4 MiB (Python 3.11+): the floor under that path.
+    at most 1 MiB (Python 3.11+): the floor under that path.
 
     Write: into a ``:memory:`` database begun from the serialized empty batch, one INSERT per chunk
     with its CRC-32, commit, serialize, one write to ``loading_``, rename to ``ready_``. Read:
@@ -528,48 +551,26 @@ class PlainImages(PlainBatchFiles):
         super().__init__(folder)
         self.writer = sqlite3.connect(":memory:", isolation_level=None)
         self.reader = sqlite3.connect(":memory:", isolation_level=None)
-        self.writer.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
-        self.writer.execute("CREATE TABLE items (first INTEGER PRIMARY KEY, n INTEGER, crc INTEGER, data BLOB)")
-        self.writer.executemany("INSERT INTO meta VALUES (?, ?)", [("format", 2), ("codec", "pickle"), ("count", 0),
-                                                                  ("acked", 0), ("created_by", "host:1")])
+        _plain_tables(self.writer)
         self.empty = getattr(self.writer, "serialize")()
 
     def put_batch(self, group: List[List[Dict[str, Any]]]) -> None:
-        conn = self.writer
-        getattr(conn, "deserialize")(self.empty)
-        conn.execute("BEGIN")
-        first = 0
-        for chunk in group:
-            data = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
-            conn.execute("INSERT INTO items VALUES (?, ?, ?, ?)", (first, len(chunk), zlib.crc32(data), data))
-            first += len(chunk)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'count'", (first,))
-        conn.execute("COMMIT")
-        image = getattr(conn, "serialize")()
-        name = f"{int(time.time())}_{uuid.uuid4()}.db"
-        path = os.path.join(self.folder, "loading_" + name)
+        getattr(self.writer, "deserialize")(self.empty)
+        self.writer.execute("BEGIN")
+        _plain_fill(self.writer, group)
+        name, path = self._new()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, image)
+        os.write(fd, getattr(self.writer, "serialize")())
         os.close(fd)
-        os.rename(path, os.path.join(self.folder, "ready_" + name))
-        self.ready.append(name)
+        self._hand_over(name, path)
 
     def get_batch(self, n: int) -> None:
-        name = self.ready.pop(0)
-        path = os.path.join(self.folder, "chosen_" + name)
-        os.rename(os.path.join(self.folder, "ready_" + name), path)
+        path = self._claim()
         fd = os.open(path, os.O_RDONLY)
-        image = os.read(fd, os.fstat(fd).st_size)
+        getattr(self.reader, "deserialize")(os.read(fd, os.fstat(fd).st_size))
         os.close(fd)
-        conn = self.reader
-        getattr(conn, "deserialize")(image)
-        got = 0
-        for _, _, crc, data in conn.execute("SELECT first, n, crc, data FROM items ORDER BY first"):
-            if zlib.crc32(data) != crc:
-                raise ValueError(f"{path}: a chunk is damaged")
-            got += len(pickle.loads(data))
+        self._read(self.reader, path, n)
         os.unlink(path)
-        assert got == n
 
 
 def storage_floor(items: int, tmp: str, files: int = 200, in_memory: bool = False) -> Dict[str, float]:

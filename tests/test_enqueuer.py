@@ -303,3 +303,44 @@ def test_a_forked_child_names_itself_in_its_batches(folder):
     child.join(60)
     assert child.exitcode == 0
     assert _batch_file(folder)[1]["created_by"].endswith(f":{out.get()}")
+
+
+HOUR_DELAY = 3600.0
+
+
+def _roll_past_a_file_size_limit(folder, many, out):
+    """Roll a batch made in memory while this process may not write files above 16 KiB (a real
+    EFBIG from write()), then lift the limit and put one more."""
+    import resource
+    import signal
+
+    from turbo_queue import BatchWriteError
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with Enqueuer(folder, max_batch_delay=HOUR_DELAY) as producer:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, hard))
+        try:
+            if many:
+                producer.put_many([f"{i:04d}" * 250 for i in range(100)])  # a chunk: the batch has its loading_ file
+            else:
+                producer.put("x" * 50_000)  # fewer items than a chunk: no loading_ file before the roll
+            producer.flush()
+        except BatchWriteError as exc:
+            out.put(("failed", exc.items, sorted(os.listdir(folder))))
+        else:
+            out.put(("handed over", 0, []))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        producer.put("after")
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_batch_made_in_memory_that_cannot_be_written_is_lost_whole_and_leaves_nothing(folder, many):
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.SimpleQueue()
+    child = ctx.Process(target=_roll_past_a_file_size_limit, args=(folder, many, out))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert out.get() == ("failed", 100 if many else 1, [])  # R8: nothing partial, no file left behind
+    assert drain(folder) == ["after"]

@@ -42,10 +42,15 @@ class Tmpfs:
         os.rmdir(self.path)
 
 
-def fill_disk(folder: str) -> str:
-    """Write a filler file until the filesystem is full; its path."""
+def fill_disk(folder: str) -> Optional[str]:
+    """Write a filler file until the filesystem is full; its path (None: no inode was left for it)."""
     path = os.path.join(folder, "filler")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        return None  # full already: the producer's last file took the last inode
     try:
         while True:
             os.write(fd, b"f" * 4096)
@@ -104,7 +109,8 @@ def _disk_full_run(mount: str, rng: random.Random, run: Run) -> None:
             got = []
         # a consumer that cannot record its position may deliver items again: counted, not a failure
         tally(result, run.label + " (from the full disk)", handed_over, got, duplicates_allowed=None)
-        os.unlink(filler)
+        if filler is not None:
+            os.unlink(filler)
         more = [{"id": 10**7 + j} for j in range(batch_size + 7)]
         for item in more:  # the same producer works again once there is space
             producer.put(item)

@@ -30,11 +30,9 @@ def _ready_and_pending(folder, producer):
 def test_a_lone_item_goes_at_once_once_the_previous_batch_was_claimed(folder):
     with Enqueuer(folder, max_batch_delay=HOUR) as producer, Dequeuer(folder) as consumer:
         producer.put("first")
-        assert _ready_and_pending(folder, producer) == (1, 0)  # a new producer has nothing waiting: at once
-        producer.put("held")
-        assert _ready_and_pending(folder, producer) == (1, 1)  # its first batch waits: this one is batched
+        assert _ready_and_pending(folder, producer) == (0, 1)  # a new producer has no claimed batch: it batches
         producer.flush()
-        assert [consumer.get(timeout=DEADLINE) for _ in range(2)] == ["first", "held"]  # claims both
+        assert consumer.get(timeout=DEADLINE) == "first"  # claims the batch
         producer.put("second")
         assert _ready_and_pending(folder, producer) == (1, 0)  # handed over before put() returned
         assert consumer.get(timeout=DEADLINE) == "second"
@@ -45,9 +43,10 @@ def test_a_lone_item_goes_at_once_once_the_previous_batch_was_claimed(folder):
 
 def test_a_streaming_producer_keeps_filling_its_batch(folder):
     with Enqueuer(folder, max_batch_delay=HOUR) as producer, Dequeuer(folder) as consumer:
-        producer.put(0)  # alone: at once
+        producer.put(0)
+        producer.flush()
         assert consumer.get(timeout=DEADLINE) == 0
-        producer.put(1)  # alone again: at once
+        producer.put(1)  # alone: at once
         for i in range(2, 50):  # its batch is not claimed yet: these are batched
             producer.put(i)
         assert _ready_and_pending(folder, producer) == (1, 48)
@@ -77,7 +76,10 @@ def test_request_and_response_across_processes_need_no_flush_and_no_timer(folder
     consumer.start()
     try:
         with Enqueuer(folder, max_batch_delay=HOUR) as producer:
-            for i in range(20):  # the first too: a new producer has nothing waiting
+            producer.put(0)
+            producer.flush()  # the first batch of a new producer waits for its timer
+            assert got.get() == 0
+            for i in range(1, 20):
                 producer.put(i)
                 assert producer.pending == 0  # handed over, not waiting for the hour
                 assert got.get() == i

@@ -33,31 +33,29 @@ def test_a_batch_rolls_when_it_holds_batch_size_items(folder):
         for i in range(25):
             enqueuer.put(i)
         files = listing(folder)
-        assert len(files["ready"]) == 3 and len(files["loading"]) == 1
-        # the first item went alone (nothing of this producer's waited), then batches of batch_size
-        assert [items_in(os.path.join(folder, f)) for f in files["ready"]] == [1, 10, 10]
+        assert len(files["ready"]) == 2 and len(files["loading"]) == 1
+        assert [items_in(os.path.join(folder, f)) for f in files["ready"]] == [10, 10]
     assert drain(folder) == list(range(25))
 
 
 def test_put_many_rolls_on_size_too_and_keeps_order_with_single_puts(folder):
     with Enqueuer(folder, batch_size=100, chunk_size=30, max_batch_delay=60) as enqueuer:
-        enqueuer.put("first")  # alone: at once
+        enqueuer.put("first")
         enqueuer.put_many(range(250))
         enqueuer.put("last")
-        assert len(listing(folder)["ready"]) == 3
+        assert len(listing(folder)["ready"]) == 2
     assert drain(folder) == ["first", *range(250), "last"]
 
 
 def test_the_timer_rolls_a_batch_when_no_more_items_come(folder):
     with Enqueuer(folder, max_batch_delay=0.05) as enqueuer:
-        enqueuer.put("first")  # nothing of this producer's waits: at once
-        enqueuer.put("lonely")  # the first batch waits: this one waits for the timer
-        assert len(listing(folder)["ready"]) == 1
-        wait_for(lambda: len(listing(folder)["ready"]) == 2, "the timer to roll the batch")
+        enqueuer.put("lonely")
+        assert listing(folder)["ready"] == []
+        wait_for(lambda: listing(folder)["ready"], "the timer to roll the batch")
         assert listing(folder)["loading"] == []
         enqueuer.put("second")  # the timer keeps working for the next batch
-        wait_for(lambda: len(listing(folder)["ready"]) == 3, "the second roll")
-    assert drain(folder) == ["first", "lonely", "second"]
+        wait_for(lambda: len(listing(folder)["ready"]) == 2, "the second roll")
+    assert drain(folder) == ["lonely", "second"]
 
 
 def test_while_batches_wait_the_timer_lets_a_batch_fill_for_up_to_ten_delays(folder):
@@ -81,7 +79,7 @@ def test_while_batches_wait_the_timer_lets_a_batch_fill_for_up_to_ten_delays(fol
 
 def test_loading_file_is_locked_by_its_producer_until_it_rolls(folder):
     with Enqueuer(folder, max_batch_delay=60, chunk_size=1) as enqueuer:
-        enqueuer.put_many([1])  # never a lone item: it stays in its batch
+        enqueuer.put(1)
         (loading,) = listing(folder)["loading"]
         assert is_locked(os.path.join(folder, loading)) is True
         enqueuer.flush()

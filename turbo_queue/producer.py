@@ -33,10 +33,9 @@ class Enqueuer:
     (handed over to consumers) when it holds ``batch_size`` items, when its oldest item has waited
     ``max_batch_delay`` seconds (a timer thread does this even when no more items come), and on
     ``flush()``, ``close()`` and normal process exit. A lone item goes at once: a ``put()`` that
-    starts a batch hands it over before it returns when nothing of this producer's waits (it
-    handed nothing over yet, or a consumer has claimed its previous batch): a producer whose last
-    batch was taken before its next item came is not streaming, and nobody gains by holding that
-    item (Nagle's rule; see docs/protocol.md). While other ``ready_`` files wait (consumers
+    starts a batch hands it over before it returns when a consumer has claimed this producer's
+    previous batch: a producer whose last batch was taken before its next item came is not
+    streaming, and nobody gains by holding that item (Nagle's rule; see docs/protocol.md). While other ``ready_`` files wait (consumers
     are busy), the timer lets the batch fill for up to ten times ``max_batch_delay``: small files
     would only add work for busy consumers. Items are encoded at ``put`` time, so an item
     the codec cannot take raises ``TypeError`` there.
@@ -249,15 +248,16 @@ class Enqueuer:
     def _alone(self) -> bool:
         """Whether a lone item that starts a batch goes at once (Nagle's rule, docs/protocol.md step 3).
 
-        It does when nothing of this producer's waits: it has handed nothing over yet, or a
-        consumer has claimed its previous batch (it is no longer ``ready_``). The producer is then
-        not outrunning its consumers, so holding the item would only make it wait. A streaming
-        producer's previous batch is still waiting when its next item comes (a claim takes longer
-        than a put): its batches fill as before. Under ``max_ready_files`` the item goes at once
-        only while there is room.
+        It does when a consumer has claimed this producer's previous batch (it is no longer
+        ``ready_``): the producer is not outrunning its consumers, so holding the item would only
+        make it wait. A streaming producer's previous batch is still waiting when its next item
+        comes (a claim takes longer than a put), and a new producer has no previous batch: their
+        batches fill as before. Under ``max_ready_files`` the item goes at once only while there
+        is room.
         """
-        if self._handed_over is not None and os.path.lexists(self._handed_over):
+        if self._handed_over is None or os.path.lexists(self._handed_over):
             return False
+        self._handed_over = None  # one lone item per claim: the next waits until this one's batch is claimed
         return self.max_ready_files is None or _folder.count_ready(self.folder) < self.max_ready_files
 
     def _write_pending(self) -> None:

@@ -275,40 +275,30 @@ class Enqueuer:
             raise self._fail(exc, "writing") from exc
 
     def _roll(self) -> None:
-        """Hand the batch over: commit, close, (fsync), rename to ready_, (fsync folder), unlock."""
+        """Hand the batch over (docs/protocol.md step 3): put its whole file in place (fsync if
+        durable), rename to ready_ (fsync the folder if durable), unlock."""
         if self._batch_items == 0:
             return
-        if self._writer is None and fits_in_memory(self._pending_bytes):
-            self._roll_in_memory()
-            return
-        if self._pending:
+        in_memory = self._writer is None and fits_in_memory(self._pending_bytes)
+        if self._pending and not in_memory:
             self._write_pending()
-        batch, writer = self._batch, self._writer
-        assert batch is not None and writer is not None
         try:
-            image = writer.finish()
-            if image is not None:  # a small batch, held in memory: its file is written at once
-                batch.rewrite(image, self.durable)
-            batch.move(_folder.READY, self.durable)
+            if in_memory:  # all pending, never written: made whole at once, and no loading_ file
+                pending, self._pending = self._pending, []
+                whole = whole_batch(self._codec, len(pending), self._codec.join(pending))
+                batch = _folder.create(self.folder, content=whole, state=_folder.READY, durable=self.durable)
+            else:
+                assert self._batch is not None and self._writer is not None
+                batch = self._batch
+                image = self._writer.finish()
+                if image is not None:  # held in memory: its file is written at once
+                    batch.rewrite(image, self.durable)
+                batch.move(_folder.READY, self.durable)
         except (sqlite3.Error, OSError) as exc:
             raise self._fail(exc, "handing over") from exc
         self._handed_over = batch.path
         batch.unlock()
         self._batch, self._writer = None, None
-        self._batch_items = 0
-        self._deadline = None
-
-    def _roll_in_memory(self) -> None:
-        """Hand over a batch that is all pending (fewer items than a chunk, never written): it is
-        made whole in memory and written as a ``ready_`` file at once, with no ``loading_`` file."""
-        pending, self._pending = self._pending, []
-        try:
-            image = whole_batch(self._codec, len(pending), self._codec.join(pending))
-            batch = _folder.create(self.folder, content=image, state=_folder.READY, durable=self.durable)
-        except (sqlite3.Error, OSError) as exc:
-            raise self._fail(exc, "handing over") from exc
-        self._handed_over = batch.path
-        batch.unlock()
         self._pending_bytes = self._batch_items = 0
         self._deadline = None
 

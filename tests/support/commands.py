@@ -130,8 +130,8 @@ class Terminal:
         """The last whole picture drawn, as text lines."""
         text = self.output.decode("utf-8", "replace")
         end = text.rfind("\x1b[J")
-        start = text.rfind("\x1b[H", 0, end)
-        if start < 0:
+        start = text.rfind("\x1b[H", 0, end) if end >= 0 else -1
+        if start < 0:  # no picture drawn whole yet (the first one may come in more than one read)
             return []
         return [line.rstrip("\r") for line in ANSI.sub("", text[start:end]).split("\n")]
 

@@ -339,7 +339,7 @@ class Dequeuer:
         events = _watch.events(self.folder)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            generation = events.generation
+            arrivals = events.mark(arrivals=True)  # before the look: an arrival after it ends the wait
             if self._read_more():
                 return
             remaining = self.recover_every if deadline is None else deadline - time.monotonic()
@@ -350,7 +350,7 @@ class Dequeuer:
                 wait = min(wait, self._held_wait)
             self._lock.release()  # other threads may get, or close, while this one waits
             try:
-                events.wait(generation, wait)
+                events.wait(arrivals, wait, arrivals=True)
             finally:
                 self._lock.acquire()
             if self._closed:

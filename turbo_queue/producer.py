@@ -340,10 +340,10 @@ class Enqueuer:
         """Wait until fewer than ``max_ready_files`` batches wait (the lock is released meanwhile)."""
         assert self.max_ready_files is not None
         check_timeout(timeout)
-        events = _watch.events(self.folder)
+        events = _watch.events(self.folder, departures=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            generation = events.generation
+            generation = events.mark()
             if _folder.count_ready(self.folder) < self.max_ready_files:
                 return
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
@@ -373,8 +373,8 @@ class Enqueuer:
                     self._deadline = min(self._deadline + self.max_batch_delay, self._last_call)
                     continue
                 if self.max_ready_files is not None:
-                    events = _watch.events(self.folder)
-                    generation = events.generation  # before the look: a change after it then ends the wait
+                    events = _watch.events(self.folder, departures=True)
+                    generation = events.mark()  # before the look: a change after it then ends the wait
                     if _folder.count_ready(self.folder) >= self.max_ready_files:
                         self._lock.release()
                         try:

@@ -55,6 +55,24 @@ def test_a_local_folder_is_accepted(folder):
     check_local_filesystem(folder)
 
 
+def test_the_mount_table_is_read_once_for_a_folder_by_a_process_and_the_children_it_forks(folder):
+    result = run_python("""
+        import os, sys
+        from turbo_queue import Dequeuer, Enqueuer
+        reads = []
+        sys.addaudithook(lambda event, args: reads.append(event) if event == "open" and args[0] ==
+                         "/proc/self/mountinfo" else None)
+        Enqueuer(sys.argv[1]).close()
+        pid = os.fork()
+        if pid == 0:  # a pool's worker: a producer and a consumer on the same folder
+            Enqueuer(sys.argv[1]).close()
+            Dequeuer(sys.argv[1]).close()
+            os._exit(len(reads))
+        print(len(reads), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """, folder)
+    assert result.stdout.split() == ["1", "1"]  # the child read none of its own
+
+
 @pytest.mark.parametrize("fstype", ["nfs", "nfs4", "cifs", "fuse.sshfs"])
 def test_a_network_folder_is_refused_unless_allowed(fstype):
     with pytest.raises(NetworkFilesystemError, match=rf"/q is on a {fstype} filesystem.*allow_network_fs=True"):

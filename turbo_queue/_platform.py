@@ -7,7 +7,7 @@ import errno
 import os
 import struct
 import tempfile
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ._errors import NetworkFilesystemError, UnsupportedPlatformError
 
@@ -83,13 +83,31 @@ def is_locked(path: str) -> bool | None:
 
 
 def mount_type(path: str) -> str:
-    """The filesystem type of the mount that holds ``path`` ('' when unknown)."""
+    """The filesystem type of the mount that holds ``path`` ('' when unknown).
+
+    Known once per folder and filesystem (``st_dev``) in a process and the children it forks:
+    every producer and consumer a pool of workers opens on one folder would otherwise read the
+    whole mount table again.
+    """
+    realpath = os.path.realpath(path)
+    try:
+        key: Optional[Tuple[str, int]] = (realpath, os.stat(realpath).st_dev)
+    except OSError:
+        key = None
+    if key is not None and key in _mount_types:
+        return _mount_types[key]
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
             mountinfo = f.read()
     except OSError:
         return ""
-    return mount_type_from(mountinfo, os.path.realpath(path))
+    found = mount_type_from(mountinfo, realpath)
+    if key is not None:
+        _mount_types[key] = found
+    return found
+
+
+_mount_types: Dict[Tuple[str, int], str] = {}
 
 
 def mount_type_from(mountinfo: str, realpath: str) -> str:

@@ -125,8 +125,10 @@ class Dequeuer:
         with self._lock:
             if self._careful and self.auto_ack:
                 self._ack_all()
-            if not self._items or timeout is not None:
+            if not self._items:
                 self._fill(block, timeout)
+            elif timeout is not None:
+                check_timeout(timeout)  # a wrong one fails at every call, also when an item is in hand
             self._taken += 1
             if self._counts is not None:
                 self._counts[GOT] += 1
@@ -138,8 +140,10 @@ class Dequeuer:
         with self._lock:
             if self._careful and self.auto_ack:
                 self._ack_all()
-            if not self._items or timeout is not None:
+            if not self._items:
                 self._fill(block, timeout)
+            elif timeout is not None:
+                check_timeout(timeout)
             items = self._items
             # Read carefully, a call returns items of one chunk only: a crash then names the chunk.
             while (len(items) < max_items and not self._careful and self._reader is not None

@@ -29,6 +29,10 @@ def assert_every_item_counted(rows: List[dict], items: int) -> None:
     for row in rows:
         assert row["items"] == items and row["lost"] == 0 and row["duplicated"] == 0
         assert row["items_per_s"] > 0 and row["cpu_us_per_item"] > 0 and row["peak_mb"] > 0
+        cpu = row["cpu_s"]  # where the CPU went: the parts add up to the children's whole
+        assert cpu["producer_main"] > 0 and cpu["consumer_main"] > 0
+        assert min(cpu.values()) > -0.01  # clocks of 1 us to 1 ms granularity
+        assert abs(sum(cpu.values()) - row["cpu_us_per_item"] * items / 1e6) < 0.01
 
 
 def test_the_benchmark_runs_and_checks_every_item(tmp_path):

@@ -246,7 +246,15 @@ def available(contender: Contender) -> bool:
 
 # -- one run, inside a fresh runner process -----------------------------------------------------
 
-def _produce(contender: Contender, q: Any, index: int, start: int, stop: int, ready: Any, go: Any) -> None:
+def _spent(role: str) -> Tuple[str, float, float]:
+    """This process's CPU seconds so far: its main thread's, and all its threads' (a forked child
+    starts from zero)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return role, time.thread_time(), usage.ru_utime + usage.ru_stime
+
+
+def _produce(contender: Contender, q: Any, index: int, start: int, stop: int, ready: Any, go: Any,
+             spent: Any) -> None:
     side = contender.producer_side(q, index)
     ready.wait()
     go.wait()
@@ -257,9 +265,11 @@ def _produce(contender: Contender, q: Any, index: int, start: int, stop: int, re
         for i in range(start, stop):
             contender.put(side, make_item(i))
     contender.finish_producer(side)
+    spent.put(_spent("producer"))
 
 
-def _consume(contender: Contender, q: Any, index: int, total: int, received: Any, ready: Any, results: Any) -> None:
+def _consume(contender: Contender, q: Any, index: int, total: int, received: Any, ready: Any, results: Any,
+             spent: Any) -> None:
     side = contender.consumer_side(q, index)
     seen = bytearray(total)
     mine = unreported = 0
@@ -289,6 +299,7 @@ def _consume(contender: Contender, q: Any, index: int, total: int, received: Any
                 received.value += unreported
             unreported = 0
     results.put((index, last, mine, bytes(seen)))
+    spent.put(_spent("consumer"))
 
 
 def run_one(name: str, producers: int, consumers: int, total: int, folder: str) -> Dict[str, Any]:
@@ -299,11 +310,12 @@ def run_one(name: str, producers: int, consumers: int, total: int, folder: str) 
     received = ctx.Value("q", 0)
     ready = ctx.Barrier(producers + consumers + 1)
     go = ctx.Event()
-    results = ctx.SimpleQueue()
+    results, spent = ctx.SimpleQueue(), ctx.SimpleQueue()
     share = -(-total // producers)
-    procs = [ctx.Process(target=_consume, args=(contender, q, i, total, received, ready, results))
+    procs = [ctx.Process(target=_consume, args=(contender, q, i, total, received, ready, results, spent))
              for i in range(consumers)]
-    procs += [ctx.Process(target=_produce, args=(contender, q, i, i * share, min(total, (i + 1) * share), ready, go))
+    procs += [ctx.Process(target=_produce, args=(contender, q, i, i * share, min(total, (i + 1) * share), ready, go,
+                                                 spent))
               for i in range(producers)]
     for p in procs:
         p.start()
@@ -311,9 +323,16 @@ def run_one(name: str, producers: int, consumers: int, total: int, folder: str) 
     started = time.monotonic()
     go.set()
     reports = [results.get() for _ in range(consumers)]
+    cpu = dict.fromkeys(("producer_main", "producer_threads", "consumer_main", "consumer_threads"), 0.0)
+    for _ in procs:
+        role, main, whole = spent.get()
+        cpu[f"{role}_main"] += main
+        cpu[f"{role}_threads"] += whole - main
     for p in procs:
         p.join()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The rest of the children's CPU: forks, and what each process did after its work (its exit).
+    cpu["outside"] = usage.ru_utime + usage.ru_stime - sum(cpu.values())
     finished = max(r[1] for r in reports)
     counts = bytearray(total)
     for _, _, _, seen in reports:
@@ -327,7 +346,7 @@ def run_one(name: str, producers: int, consumers: int, total: int, folder: str) 
         "contender": name, "producers": producers, "consumers": consumers, "items": total,
         "items_per_s": total / elapsed, "seconds": elapsed,
         "cpu_us_per_item": (usage.ru_utime + usage.ru_stime) / total * 1e6,
-        "peak_mb": usage.ru_maxrss / 1024, "lost": lost, "duplicated": duplicated,
+        "peak_mb": usage.ru_maxrss / 1024, "lost": lost, "duplicated": duplicated, "cpu_s": cpu,
     }
 
 
@@ -1008,8 +1027,12 @@ def run(args: argparse.Namespace) -> int:
                     timeouts.append(f"P=C={p} {name}")
                     continue
                 rows.append(row)
+                cpu = row["cpu_s"]
                 print(f"  P=C={p} {name}: {row['items_per_s']:,.0f} items/s, {row['cpu_us_per_item']:.2f} us/item, "
-                      f"lost {row['lost']}, duplicated {row['duplicated']}", file=sys.stderr, flush=True)
+                      f"lost {row['lost']}, duplicated {row['duplicated']}; CPU s: producers' main threads "
+                      f"{cpu['producer_main']:.2f} + other threads {cpu['producer_threads']:.2f}, consumers' "
+                      f"{cpu['consumer_main']:.2f} + {cpu['consumer_threads']:.2f}, outside {cpu['outside']:.2f}",
+                      file=sys.stderr, flush=True)
     medians = []
     for p in sweep:
         for name in contenders:

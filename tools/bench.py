@@ -641,27 +641,31 @@ def latency(samples: int, flush: bool, tmp: str) -> Dict[str, float]:
             "avg_ms": statistics.mean(delays) * 1000}
 
 
-def _idle(path: str, seconds: float) -> None:
+def _idle(path: str, seconds: float) -> float:
+    """The CPU seconds a consumer spends waiting ``seconds`` on the empty queue at ``path``."""
     import turbo_queue
 
     q = turbo_queue.Queue(path=path)
     try:
+        q.get_nowait()  # its first look, and everything made once, before the clock starts
+    except queue_module.Empty:
+        pass
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    try:
         q.get(timeout=seconds)
     except queue_module.Empty:
         pass
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def idle_cpu(seconds: float, tmp: str) -> float:
     """Share of one core an idle consumer uses while it waits on an empty queue."""
     folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
     try:
-        code = (f"import resource, runpy; runpy.run_path({os.path.abspath(__file__)!r})['_idle']({folder!r}, {seconds}); "
-                "u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime)")
-        before = subprocess.run([sys.executable, "-c", "import resource, turbo_queue; "
-                                 "u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime)"],
-                                capture_output=True, text=True, check=True)
+        code = f"import runpy; print(runpy.run_path({os.path.abspath(__file__)!r})['_idle']({folder!r}, {seconds}))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        return (float(out.stdout) - float(before.stdout)) / seconds
+        return float(out.stdout.strip().splitlines()[-1]) / seconds
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -912,7 +912,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--items", type=int, default=200_000, help="items per row (default 200,000)")
-    p.add_argument("--sweep", default="1,2,4,8", help="values of P = C (default 1,2,4,8)")
+    p.add_argument("--sweep", default="1,2,4,8,16,32", help="values of P = C (default 1,2,4,8,16,32)")
     p.add_argument("--rounds", type=int, default=1, help="times each row runs; the median is kept (default 1)")
     p.add_argument("--only", default="", help=f"comma-separated contenders among: {', '.join(SHORT)}")
     p.add_argument("--tmp", default="/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),

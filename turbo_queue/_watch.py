@@ -43,11 +43,11 @@ class FolderEvents:
     """Two counters of one folder, which move on when ``ready_`` files came (``arrivals``) and
     when they came or went (``changes``), and wake whoever waits for either."""
 
-    def __init__(self, polling: bool = False, watcher: Optional["_Watcher"] = None) -> None:
+    def __init__(self, polling: bool = False) -> None:
         self.arrivals = 0
         self.changes = 0
         self.polling = polling
-        self._watcher = watcher  # whose reader thread counts this folder's events (inotify)
+        self._watcher: Optional[_Watcher] = None  # whose reader thread counts these events (inotify)
         self._changed = threading.Condition(threading.Lock())
 
     def notify(self, arrived: bool = True) -> None:

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer, _folder
+from turbo_queue import Dequeuer, Enqueuer, _folder, _watch
 from turbo_queue._platform import is_locked
 
 from tests.support import listing, run_python, wait_for
@@ -33,6 +33,19 @@ def acked_of(path):
         return conn.execute("SELECT value FROM meta WHERE key = 'acked'").fetchone()[0]
     finally:
         conn.close()
+
+
+def test_the_claimed_batch_is_read_without_taking_the_folders_events(folder):
+    put_batches(folder, list(range(12)), list(range(12, 16)))  # chunks of 4: three, then one
+    events = _watch.events(os.path.abspath(folder))
+    looks = []
+    mark = events.mark
+    events.mark = lambda arrivals=False: (looks.append(arrivals), mark(arrivals))[1]  # type: ignore[method-assign]
+    with Dequeuer(folder) as consumer:
+        assert [consumer.get_many(4) for _ in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+        assert len(looks) == 1  # before the claim; its other chunks came from the file in hand
+        assert consumer.get_many(4) == [12, 13, 14, 15]
+        assert len(looks) == 2  # before the next claim
 
 
 def test_items_come_in_hand_over_order_across_producers(folder):

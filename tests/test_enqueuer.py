@@ -58,6 +58,27 @@ def test_the_timer_rolls_a_batch_when_no_more_items_come(folder):
     assert drain(folder) == ["lonely", "second"]
 
 
+def test_a_batch_that_begins_wakes_the_timer_only_once_it_sleeps(folder):
+    """A new batch's deadline is later than any the timer waits for: the timer lingers one delay
+    after a roll, then sleeps, and only a batch begun while it sleeps has to wake it."""
+    with Enqueuer(folder, max_batch_delay=0.1) as enqueuer:
+        woken = []
+        notify = enqueuer._cond.notify
+        enqueuer._cond.notify = lambda n=1: (woken.append(n), notify(n))  # type: ignore[method-assign]
+        enqueuer.put("first")  # starts the timer
+        enqueuer.flush()
+        enqueuer.put("second")  # the timer waits for the first batch's deadline
+        wait_for(lambda: enqueuer.pending == 0, "the timer to roll a batch begun while it waited")
+        enqueuer.put("third")  # the timer lingers after its roll
+        wait_for(lambda: enqueuer.pending == 0, "the timer to roll a batch begun while it lingered")
+        assert woken == []
+        wait_for(lambda: enqueuer._timer_idle, "the timer to sleep")
+        enqueuer.put("fourth")
+        assert woken == [1]
+        wait_for(lambda: enqueuer.pending == 0, "the timer to roll a batch begun while it slept")
+    assert drain(folder) == ["first", "second", "third", "fourth"]
+
+
 def test_while_batches_wait_the_timer_lets_a_batch_fill_for_up_to_ten_delays(folder):
     """Consumers are busy while ready_ files wait: small batches would only add files to read."""
     with Enqueuer(folder, max_batch_delay=0.5) as enqueuer:

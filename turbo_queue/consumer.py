@@ -338,7 +338,7 @@ class Dequeuer:
         check_timeout(timeout)
         if self._closed:
             raise ValueError(f"Dequeuer for {self.folder} is closed")
-        if self._items:
+        if self._items or self._read_claimed():  # more of the batch in hand: no look at the folder
             return
         events = _watch.events(self.folder)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -365,13 +365,19 @@ class Dequeuer:
     def _read_more(self) -> bool:
         """Decode the next chunk of the claimed batch, or claim the next batch; False if none."""
         while True:
-            if self._reader is None:
-                if not self._claim():
-                    return False
-            elif self._next >= self._reader.count:
-                self._finish_batch()
-            elif self._read_chunk():
+            if self._read_claimed():
                 return True
+            if self._reader is not None:
+                self._finish_batch()
+            if not self._claim():
+                return False
+
+    def _read_claimed(self) -> bool:
+        """Decode the next chunk of the claimed batch into ``_items``; False if none is left."""
+        while self._reader is not None and self._next < self._reader.count:
+            if self._read_chunk():
+                return True
+        return False
 
     def _read_chunk(self) -> bool:
         """Decode the next chunk of the claimed batch into ``_items``; False if it was set aside."""

@@ -107,6 +107,7 @@ class Enqueuer:
         self._handed_over: Optional[str] = None  # the ready_ path of the last batch rolled, until claimed
         self._last_call: float = float("-inf")  # when the timer must roll, whatever waits (see _run_timer)
         self._timer: Optional[threading.Thread] = None
+        self._timer_idle = False  # the timer sleeps until a batch begins: the next one must wake it
         self._error: Optional[BaseException] = None  # a failure of the timer, raised at the next call
 
     # -- the public calls ------------------------------------------------------------------
@@ -242,7 +243,7 @@ class Enqueuer:
         if self._timer is None:
             self._timer = threading.Thread(target=self._run_timer, name="turbo_queue-roll-timer", daemon=True)
             self._timer.start()
-        else:
+        elif self._timer_idle:
             self._cond.notify()
 
     def _alone(self) -> bool:
@@ -358,11 +359,23 @@ class Enqueuer:
                 raise ValueError(f"Enqueuer for {self.folder} is closed")
 
     def _run_timer(self) -> None:
+        """Roll each batch at its deadline. A batch that begins needs no wake-up while the timer
+        waits anyway: its deadline is later than any the timer waits for. Without a batch, the
+        timer waits ``max_batch_delay`` more (a batch begun meanwhile is seen before its deadline),
+        and only then sleeps until ``_start_clock`` wakes it."""
         with self._lock:
+            lingering = True
             while not self._closed:
                 if self._deadline is None:
-                    self._cond.wait()
+                    if lingering:
+                        lingering = False
+                        self._cond.wait(self.max_batch_delay)
+                    else:
+                        self._timer_idle = True
+                        self._cond.wait()
+                        self._timer_idle = False
                     continue
+                lingering = True
                 remaining = self._deadline - time.monotonic()
                 if remaining > 0:
                     self._cond.wait(remaining)

@@ -91,6 +91,8 @@ def test_empty_timeout_and_bad_arguments(folder):
         Dequeuer(folder, ack_every=0)
     with pytest.raises(ValueError, match="max_crashes must be a positive integer"):
         Dequeuer(folder, max_crashes=0)
+    with pytest.raises(ValueError, match="durable must be True or False, got 'no'"):
+        Dequeuer(folder, durable="no")
 
 
 def test_a_waiting_consumer_wakes_when_a_batch_arrives(folder):

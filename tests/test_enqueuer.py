@@ -243,6 +243,8 @@ def test_backpressure_waits_raises_full_and_reports_active(folder):
         ("max_batch_delay", 0, "max_batch_delay must be a positive number"),
         ("max_batch_delay", "1", "max_batch_delay must be a positive number"),
         ("codec", "yaml", "unknown codec 'yaml'"),
+        ("durable", "no", "durable must be True or False, got 'no'"),
+        ("allow_network_fs", 1, "allow_network_fs must be True or False"),
     ],
 )
 def test_bad_settings_are_refused_at_construction(folder, setting, value, message):

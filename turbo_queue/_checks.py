@@ -18,6 +18,13 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
+def true_or_false(name: str, value: object) -> bool:
+    """``value`` if it is True or False; else ValueError naming ``name`` (``bool('no')`` is True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def positive_number(name: str, value: object) -> float:
     """``value`` as a float if it is a number above 0 (seconds); else ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

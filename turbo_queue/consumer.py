@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Deque, Dict, Iterator, List, NamedTuple, Optional, Set, Union
 
 from . import _aside, _folder, _lifecycle, _platform, _batchfile, _upgrade, _watch
-from ._checks import check_timeout, positive_int, positive_number
+from ._checks import check_timeout, positive_int, positive_number, true_or_false
 from ._counters import GOT, Counters
 from ._errors import BatchFormatError
 from ._batchfile import Chunk, BatchReader
@@ -86,15 +86,13 @@ class Dequeuer:
         counters: Optional[Counters] = None,
     ) -> None:
         self.folder = os.path.abspath(os.fspath(folder))
-        if not isinstance(auto_ack, bool):
-            raise ValueError(f"auto_ack must be True or False, got {auto_ack!r}")
-        self.auto_ack = auto_ack
+        self.auto_ack = true_or_false("auto_ack", auto_ack)
         self._counters = counters  # where Queue counts items at get() time
         self.ack_every = positive_int("ack_every", ack_every)
         self.recover_every = positive_number("recover_every", recover_every)
         self.max_crashes = positive_int("max_crashes", max_crashes)
-        self.durable = bool(durable)
-        self.allow_network_fs = bool(allow_network_fs)
+        self.durable = true_or_false("durable", durable)
+        self.allow_network_fs = true_or_false("allow_network_fs", allow_network_fs)
         _platform.prepare_folder(self.folder, self.allow_network_fs)
         _folder.require_writable(self.folder, "a Dequeuer")
         self._closed = False

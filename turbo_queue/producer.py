@@ -11,7 +11,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _folder, _lifecycle, _platform, _watch
-from ._checks import check_timeout, positive_int, positive_number
+from ._checks import check_timeout, positive_int, positive_number, true_or_false
 from ._codecs import CHUNK_BYTES, encode_chunks, get_codec
 from ._counters import PUT, Counters
 from ._errors import BatchWriteError
@@ -69,8 +69,8 @@ class Enqueuer:
         self.chunk_size = chunk_size
         self.chunk_bytes = chunk_bytes
         self.max_ready_files = max_ready_files
-        self.durable = bool(durable)
-        self.allow_network_fs = bool(allow_network_fs)
+        self.durable = true_or_false("durable", durable)
+        self.allow_network_fs = true_or_false("allow_network_fs", allow_network_fs)
         self._codec = get_codec(codec)
         self.codec = self._codec.name
         _platform.prepare_folder(self.folder, self.allow_network_fs)
@@ -305,7 +305,7 @@ class Enqueuer:
 
     def _fail(self, exc: BaseException, doing: str) -> BatchWriteError:
         """Drop the batch that hit an I/O error; nothing of it is handed over."""
-        lost = self._batch_items + len(self._pending)
+        lost = self._batch_items  # the pending ones included
         path = self._batch.path if self._batch else self.folder
         if self._counts is not None:
             self._counts[PUT] -= self._batch_items  # they never reach the queue

@@ -17,7 +17,7 @@ from queue import Empty, Full
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 from . import _counters, _folder, _lifecycle, _platform
-from ._checks import check_timeout, positive_int, positive_number
+from ._checks import check_timeout, positive_int, positive_number, true_or_false
 from ._codecs import CHUNK_BYTES
 from ._counters import DONE
 from .consumer import Dequeuer
@@ -189,8 +189,7 @@ class Queue:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
         for name, flag in (("durable", durable), ("allow_network_fs", allow_network_fs), ("create", create)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name} must be True or False, got {flag!r}")
+            true_or_false(name, flag)
         self._settings: Dict[str, Any] = {
             "batch_size": batch_size, "max_batch_delay": max_batch_delay, "chunk_size": chunk_size,
             "chunk_bytes": chunk_bytes, "codec": codec, "durable": durable, "allow_network_fs": allow_network_fs,

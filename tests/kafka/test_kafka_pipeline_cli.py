@@ -78,6 +78,10 @@ def test_bad_settings_are_named():
         Pipeline(f, workers=0, **common)
     with pytest.raises(ValueError, match="value must be 'bytes' or 'json'"):
         Pipeline(f, value="xml", **common)
+    with pytest.raises(ValueError, match="durable must be True or False"):
+        Pipeline(f, durable="no", **common)
+    with pytest.raises(ValueError, match="max_ready_files must be a positive integer, got 0"):
+        Pipeline(f, max_ready_files=0, **common)
     with pytest.raises(ValueError, match="function must be callable"):
         Pipeline("f", **common)  # type: ignore[arg-type]
 

@@ -114,6 +114,13 @@ def test_outputs_of_every_form():
         outputs(object())
 
 
+def test_bad_settings_are_refused_at_construction(folders):
+    with pytest.raises(ValueError, match="function must be callable"):
+        Worker(*folders, "f")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="durable must be True or False, got 'no'"):
+        Worker(*folders, lambda message: message.value, durable="no")  # type: ignore[arg-type]
+
+
 def test_two_workers_turn_every_message_into_its_outputs_and_stop_once_drained(folders):
     in_folder, out_folder = folders
     fill(in_folder, 3000)

@@ -160,7 +160,9 @@ def test_bad_settings_are_refused_at_once(folder):
     for bad, message in [({"topic": ""}, "topic must name"), ({"max_in_flight": 0}, "max_in_flight"),
                          ({"partition": -1}, "partition must"), ({"dead_letter": "t"}, "another topic"),
                          ({"colour": "red"}, "unknown KafkaSink setting"),
-                         ({"value": "avro"}, "value must be 'auto' or 'json'")]:
+                         ({"value": "avro"}, "value must be 'auto' or 'json'"),
+                         ({"durable": "no"}, "durable must be True or False"),
+                         ({"stop_timeout": True}, "stop_timeout must be a positive number")]:
         settings = {"bootstrap_servers": "127.0.0.1:9", "topic": "t", **bad}
         with pytest.raises(ValueError, match=message):
             KafkaSink(folder, **settings)

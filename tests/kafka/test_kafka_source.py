@@ -155,6 +155,10 @@ def test_settings_that_would_break_at_least_once_are_refused(folder):
         KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", value="avro")
     with pytest.raises(ValueError, match="item must be 'message' or 'value'"):
         KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", item="key")
+    with pytest.raises(ValueError, match="durable must be True or False"):
+        KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", durable="no")
+    with pytest.raises(ValueError, match="commit_interval must be a positive number"):
+        KafkaSource(folder, bootstrap_servers="x:1", topics="t", group="g", commit_interval=True)
 
 
 def test_a_folder_on_a_network_filesystem_is_refused(monkeypatch, tmp_path):

@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Sequence, TextIO, Tuple, Union
 
 from .. import _folder, _platform
+from .._checks import positive_int, true_or_false
 from ..recovery import recover
 from ..supervisor import Supervisor
 from ._errors import EXIT_OK, KafkaUnavailable, import_confluent_kafka
@@ -262,19 +263,18 @@ class Pipeline:
             raise ValueError("group must name the consumer group")
         if workers is None:
             workers = os.cpu_count() or 1
-        for name, count in (("workers", workers), ("sources", sources), ("sinks", sinks)):
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"{name} must be a positive integer, got {count!r}")
+        for name, count in (("workers", workers), ("sources", sources), ("sinks", sinks),
+                            ("max_ready_files", max_ready_files)):
+            positive_int(name, count)
         if value not in ("bytes", "json"):
             raise ValueError(f"value must be 'bytes' or 'json', got {value!r}")
-        if isinstance(max_ready_files, bool) or not isinstance(max_ready_files, int) or max_ready_files < 1:
-            raise ValueError(f"max_ready_files must be a positive integer, got {max_ready_files!r}")
         self.function = function
         self.bootstrap_servers, self.topics, self.to_topic, self.group = bootstrap_servers, topics, to_topic, group
         self.workers, self.sources, self.sinks = workers, sources, sinks
         self.config = dict(config or {})
         self.value, self.dead_letter, self.batch = value, dead_letter, batch
-        self.max_crashes, self.durable, self.max_ready_files = max_crashes, bool(durable), max_ready_files
+        self.max_crashes, self.max_ready_files = max_crashes, max_ready_files
+        self.durable = true_or_false("durable", durable)
         self.connect_timeout = float(connect_timeout)
         self.progress = progress
         self.private = folder is None

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 import orjson
 
 from .. import _platform, set_aside
+from .._checks import positive_int, positive_number, true_or_false
 from .._status import COUNTS, SINK
 from ..consumer import Dequeuer
 from ._errors import describe, import_confluent_kafka, wait_for_topics
@@ -159,13 +160,13 @@ class KafkaSink:
         if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int) or partition < 0):
             raise ValueError(f"partition must be a partition number (0 or more) or None, got {partition!r}")
         for name in ("connect_timeout", "stop_timeout", "status_interval"):
-            if isinstance(merged[name], bool) or not isinstance(merged[name], (int, float)) or not merged[name] > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {merged[name]!r}")
+            positive_number(name, merged[name])
         for name in ("max_in_flight", "max_crashes"):
-            if isinstance(merged[name], bool) or not isinstance(merged[name], int) or merged[name] < 1:
-                raise ValueError(f"{name} must be a positive integer, got {merged[name]!r}")
+            positive_int(name, merged[name])
+        for name in ("durable", "allow_network_fs"):
+            true_or_false(name, merged[name])
         self.folder = os.path.abspath(os.fspath(folder))
-        _platform.prepare_folder(self.folder, bool(merged["allow_network_fs"]))  # a network folder: refused now
+        _platform.prepare_folder(self.folder, merged["allow_network_fs"])  # a network folder: refused now
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.settings = merged

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import orjson
 
 from .. import Enqueuer, _platform, set_aside
+from .._checks import positive_number, true_or_false
 from .._status import COUNTS, SOURCE
 from ._errors import describe, import_confluent_kafka, wait_for_topics
 from .message import Message
@@ -122,11 +123,13 @@ class KafkaSource:
         if merged["item"] not in ("message", "value"):
             raise ValueError(f"item must be 'message' or 'value', got {merged['item']!r}")
         for name in ("connect_timeout", "commit_interval", "status_interval"):
-            if not isinstance(merged[name], (int, float)) or not merged[name] > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {merged[name]!r}")
+            positive_number(name, merged[name])
         for name in ("max_ready_files", "max_ready_items"):
-            if merged[name] is not None and (not isinstance(merged[name], int) or merged[name] < 1):
+            if merged[name] is not None and (isinstance(merged[name], bool) or not isinstance(merged[name], int)
+                                             or merged[name] < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {merged[name]!r}")
+        for name in ("durable", "allow_network_fs"):
+            true_or_false(name, merged[name])
         Enqueuer.check_settings(batch_size=merged["batch_size"])
         config = dict(merged["config"] or {})
         for key, required in REQUIRED.items():
@@ -134,7 +137,7 @@ class KafkaSource:
                 raise ValueError(f"{key}={config[key]} is not allowed: the source commits offsets itself, "
                                  f"only after the messages are handed over")
         self.settings = merged
-        _platform.prepare_folder(self.folder, bool(merged["allow_network_fs"]))  # NetworkFilesystemError here
+        _platform.prepare_folder(self.folder, merged["allow_network_fs"])  # NetworkFilesystemError here
         self.config: Dict[str, Any] = {**CONSUMER_DEFAULTS, **config, **REQUIRED,
                                        "bootstrap.servers": bootstrap_servers, "group.id": group}
         self._stopping = False

@@ -20,6 +20,7 @@ import orjson
 
 from .. import _folder
 from .._aside import set_aside
+from .._checks import true_or_false
 from ..consumer import Dequeuer
 from ..producer import Enqueuer
 from .message import Message
@@ -134,7 +135,8 @@ class Worker:
         self.dead_letter_folder = None if dead_letter_folder is None else os.path.abspath(os.fspath(dead_letter_folder))
         self.function = function
         self.batch = is_batched(function) if batch is None else bool(batch)
-        self.max_crashes, self.durable, self.max_ready_files = max_crashes, bool(durable), max_ready_files
+        self.max_crashes, self.max_ready_files = max_crashes, max_ready_files
+        self.durable = true_or_false("durable", durable)
         Enqueuer.check_settings(max_ready_files=max_ready_files)
         self._stopping = False
         self.counts: Dict[str, int] = {"messages_in": 0, "messages_out": 0, "failed": 0}

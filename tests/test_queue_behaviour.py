@@ -254,6 +254,22 @@ def test_put_many_and_get_many(tmp_path):
         assert got == list(range(250)) and q.empty()
 
 
+def test_a_folder_removed_before_exit_gets_a_warning_per_queue_not_a_traceback(tmp_path):
+    result = run_python(
+        """
+        import shutil, sys, turbo_queue
+        q = turbo_queue.Queue(path=sys.argv[1])
+        q.put(1)
+        assert q.get(timeout=10) == 1
+        q.put(2)
+        shutil.rmtree(sys.argv[1])
+        """,
+        str(tmp_path / "q"),
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "is gone (was the folder removed?)" in result.stderr, result.stderr
+
+
 def test_a_temporary_queue_folder_goes_when_its_creator_exits(tmp_path):
     result = run_python(
         """

@@ -65,6 +65,9 @@ def _close_all() -> None:
     for obj in list(_open):
         try:
             obj._close_at_exit()
+        except FileNotFoundError as exc:  # its folder was removed under it: nothing there to keep
+            log.warning("turbo_queue: closing %r at exit: %s is gone (was the folder removed?); "
+                        "what it held there is lost", obj, exc.filename)
         except Exception:  # one failing queue must not keep the others from flushing
             log.exception("turbo_queue: closing %r at exit failed", obj)
 

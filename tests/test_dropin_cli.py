@@ -156,6 +156,7 @@ def test_every_command_has_examples_and_exit_codes_of_its_own():
         assert result.returncode == 0, result.stderr
         assert "\nexamples:\n" in result.stdout, name
         blocks[name] = exit_codes(result.stdout)
+        assert "\n  130  " in blocks[name], f"{name} does not say what Ctrl-C exits with"
     peek = blocks["peek"]
     assert "q pressed" not in peek and "SIGTERM" not in peek and "address" not in peek
     assert "SIGTERM" in blocks["exporter"] and "q pressed" in blocks["monitor"]

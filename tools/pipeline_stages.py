@@ -44,6 +44,7 @@ sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(ROOT))
 
 import kafka_bench  # noqa: E402  (the events, the transform, topic helpers)
+from turbo_queue import Dequeuer, Enqueuer  # noqa: E402
 
 STAGES = ("source", "worker", "sink")
 
@@ -123,8 +124,6 @@ def stage(args: argparse.Namespace) -> Dict[str, Any]:
         _until(lambda: worker.counts["messages_in"] >= events, worker.stop, args.timeout)
         result = _timed(worker.run, args.profile)
     elif kind == "worker-floor":
-        from turbo_queue import Dequeuer, Enqueuer
-
         def floor_worker() -> None:
             dequeuer, enqueuer = Dequeuer(args.from_), Enqueuer(args.into)
             taken = 0
@@ -156,8 +155,6 @@ def stage(args: argparse.Namespace) -> Dict[str, Any]:
         return _timed(sink.run, args.profile)
     if kind == "sink-floor":
         from confluent_kafka import Producer
-
-        from turbo_queue import Dequeuer
 
         dequeuer = Dequeuer(args.from_)
         items: List[Any] = []

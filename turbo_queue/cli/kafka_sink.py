@@ -29,6 +29,7 @@ exit codes:
   1    a refused message could not be set aside in FOLDER (disk full); what was not acknowledged was handed back
   2    bad arguments, a partition that does not exist, a network folder, or the kafka extra is missing
   4    no broker answered, or a topic does not exist, within --connect-timeout
+  130  Ctrl-C before the sink was running
 """
 
 

@@ -36,6 +36,7 @@ exit codes:
   0    stopped cleanly (SIGTERM, SIGINT)
   2    bad arguments (a function that cannot be imported included)
   4    no broker answered, or a topic does not exist, within --connect-timeout
+  130  Ctrl-C before the pipeline was running
 """
 
 

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from turbo_queue import Dequeuer, Enqueuer, _folder, _watch
+from turbo_queue import Dequeuer, Enqueuer, _batchfile, _folder, _watch
 from turbo_queue._platform import is_locked
 
 from tests.support import listing, run_python, wait_for
@@ -316,6 +316,28 @@ def test_a_batch_laid_out_otherwise_is_read_right_after_one_of_the_usual_layout(
             os.path.join(folder, "ready_1_00000000-0000-4000-8000-000000000000.db"), ["other", "layout"])
         assert [dequeuer.get(timeout=5), dequeuer.get(timeout=5)] == ["other", "layout"]
     assert listing(folder)["bad"] == []
+
+
+@pytest.mark.parametrize("items, in_memory", [(100, True), (3000, False)])
+def test_a_small_batch_is_read_in_memory_and_a_larger_one_in_its_file(folder, items, in_memory):
+    # Past READ_LIMIT, recording positions on the connection already open costs less than the
+    # reads in memory save (the first record of a batch read in memory opens its file).
+    sent = [f"item {i:05} " + "x" * 30 for i in range(items)]
+    with Enqueuer(folder, batch_size=items, max_batch_delay=3600, chunk_size=10) as enqueuer:
+        enqueuer.put_many(sent)
+    (name,) = listing(folder)["ready"]
+    assert (os.path.getsize(os.path.join(folder, name)) <= _batchfile.READ_LIMIT) is in_memory
+    with Dequeuer(folder, ack_every=20) as dequeuer:
+        got = []
+        while len(got) < 60:
+            got += dequeuer.get_many(10, timeout=5)
+        reader = dequeuer._reader
+        assert reader is not None and (reader._memory is not None) is in_memory
+        conn = sqlite3.connect(reader.path)
+        acked = conn.execute("SELECT value FROM meta WHERE key = 'acked'").fetchone()[0]
+        conn.close()
+        assert 20 <= acked <= 60  # recorded on the way, in the file either way
+    assert got == sent[:60]
 
 
 def test_a_newer_format_is_refused_and_left_as_it_is(folder, caplog):

@@ -15,6 +15,7 @@ from tests.kafka.source_process import wait_for
 from tests.support import Child, listing
 from turbo_queue import Dequeuer, Enqueue, KafkaDequeue, KafkaEnqueue
 from turbo_queue.kafka import KafkaUnavailable
+from turbo_queue.kafka.status import read_statuses
 from turbo_queue.monitor import read_items
 
 #: A loader as 0.8.0's README wrote one (plus an earliest start: the topic is filled first).
@@ -99,6 +100,8 @@ def test_kafka_enqueue_killed_loses_nothing(kafka, tmp_path):
     again = Child(LOADER, kafka.bootstrap, str(tmp_path), "q", group, topic, "6000")
     try:
         wait_for(lambda: sum(kafka.committed(group, topic).values()) == total, 60, "every offset committed")
+        # the killed loader may have committed everything already: SIGTERM only a loader that runs
+        wait_for(lambda: any(s["pid"] == again.pid for s in read_statuses(folder)), 60, "the loader to run")
         os.kill(again.pid, signal.SIGTERM)
         assert again.proc.wait(30) == 0, again.stderr
     finally:

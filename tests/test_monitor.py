@@ -232,6 +232,23 @@ def test_a_session_waits_for_a_folder_and_follows_it_when_it_is_removed_and_made
         assert figures.backlog_items == 2 and figures.handed_over_total.items == 5
 
 
+def test_a_folder_removed_and_made_again_before_the_session_looks_is_watched_again(tmp_path):
+    # ext4 gives the new folder the inode the old one had: only the event that the old one went
+    # tells that its watch is dead.
+    folder = str(tmp_path / "queue")
+    os.makedirs(folder)
+    with monitor.Session([folder]) as session:
+        hand_over(folder, 3)
+        _watch_until(session, lambda f: f.handed_over_total.batches == 1, "a batch")
+        shutil.rmtree(folder)
+        os.makedirs(folder)
+        time.sleep(0.2)
+        session.process()  # the events of the removal are taken in only now
+        hand_over(folder, 2)
+        figures = _watch_until(session, lambda f: f.handed_over_total.batches == 2, "a batch in the new folder")
+        assert figures.exists and figures.backlog_items == 2 and figures.handed_over_total.items == 5
+
+
 # -- rendering -------------------------------------------------------------------------------------
 
 

@@ -48,7 +48,8 @@ class Session:
         os.set_blocking(self._wake_w, False)
         self._signalled = False
         self._observer: Any = None
-        self._watches: Dict[str, Tuple[Any, str, Tuple[int, int]]] = {}  # folder -> (watch, path, identity)
+        # folder -> (watch, path watched, its (st_dev, st_ino), handler)
+        self._watches: Dict[str, Tuple[Any, str, Tuple[int, int], "_Handler"]] = {}
 
     @property
     def signal_fd(self) -> int:
@@ -122,6 +123,9 @@ class Session:
                 done += 1
                 if kind == "rearm":
                     self._arm(tracker)
+                elif kind == "lost":
+                    self._forget(tracker)
+                    self._arm(tracker)
                 else:
                     tracker.on_event(kind, src, dest, counts)
         return done
@@ -181,15 +185,16 @@ class Session:
             if current is not None and current[1] == target and current[2] == identity:
                 return
             if current is not None:
-                self._unschedule(current[0])
-                del self._watches[folder]
+                self._forget(tracker)
             tracker.dirty = True  # it appeared, went or was replaced: look again
             handler = _Handler(self, tracker, target)
             try:
                 watch = self._schedule(handler, target)
             except (FileNotFoundError, NotADirectoryError):
+                handler.retired = True  # watchdog keeps a handler whose watch failed
                 continue  # it went between the look and the watch: look again
             except OSError as exc:  # inotify's limits, or a folder this user may not read
+                handler.retired = True
                 if folder not in self.polling:
                     self.polling.append(folder)
                     hint = "" if isinstance(exc, PermissionError) else (
@@ -199,7 +204,7 @@ class Session:
                 return
             if folder in self.polling:
                 self.polling.remove(folder)
-            self._watches[folder] = (watch, target, identity)
+            self._watches[folder] = (watch, target, identity, handler)
             if target == folder or not os.path.isdir(folder):
                 return
             # It appeared between the look and the watch: go round again and watch it.
@@ -216,7 +221,13 @@ class Session:
         except TypeError:
             return self._observer.schedule(handler, path, recursive=False)
 
-    def _unschedule(self, watch: Any) -> None:
+    def _forget(self, tracker: QueueTracker) -> None:
+        """Drop the folder's watch: its path went, or it is to be replaced."""
+        current = self._watches.pop(tracker.folder, None)
+        if current is None:
+            return
+        watch, _path, _identity, handler = current
+        handler.retired = True
         try:
             self._observer.unschedule(watch)
         except (KeyError, ValueError):
@@ -231,15 +242,21 @@ class _Handler:
         self.tracker = tracker
         self.path = path
         self.is_folder = path == tracker.folder
+        self.retired = False  # its watch was dropped: events still on their way are not news
 
     def dispatch(self, event: Any) -> None:
+        if self.retired:
+            return
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(getattr(event, "dest_path", "") or "")
         kind = event.event_type
         if kind not in ("created", "deleted", "moved"):
             return
         if src == self.path:
-            self.session.post(self.tracker, "rearm", src, dest)  # the watched folder itself went
+            # The watched path itself went: its watch is dead even if a new folder of the same
+            # name (and, ext4 reusing a freed inode, the same st_ino) is there when this is read.
+            self.retired = True
+            self.session.post(self.tracker, "lost", src, dest)
         elif not self.is_folder:
             folder = self.tracker.folder
             if any(p and (folder == p or folder.startswith(p.rstrip("/") + "/")) for p in (src, dest)):

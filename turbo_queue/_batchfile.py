@@ -30,6 +30,7 @@ import os
 import socket
 import sqlite3
 import stat
+import threading
 import urllib.parse
 import zlib
 from dataclasses import dataclass
@@ -151,16 +152,22 @@ def _empty_file(codec: Codec) -> bytes:
     """The bytes of a new batch file of ``codec`` made by this process: its tables and meta, no
     item (Python 3.11+: ``_CAN_IMAGE``). A batch made in memory starts from them.
 
-    Made once per process and codec (``created_by`` names the process).
+    Made once per process and codec (``created_by`` names the process); the connection that made
+    them is kept for the first batch (``_InMemory``), which saves a process's roll a connection
+    and a parse of the schema.
     """
     found = _empty_files.get(codec.name)
     if found is None:
-        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         try:
+            limit_length(conn)
             _create_tables(conn, codec)
-            found = _empty_files[codec.name] = bytes(getattr(conn, "serialize")())
-        finally:
+            found = bytes(getattr(conn, "serialize")())
+        except BaseException:
             conn.close()
+            raise
+        _empty_files[codec.name] = found
+        _keep_spare(_schema_key(found), conn)
     return found
 
 
@@ -309,9 +316,11 @@ class _InMemory:
 
     def __init__(self, image: bytes) -> None:
         self._key = key = _schema_key(image)
-        found = next((i for i, (spare_key, _) in enumerate(_spares) if spare_key == key), None)
-        if found is not None:
-            self.conn = _spares.pop(found)[1]
+        with _spares_lock:  # the roll timers of several producers in one process share them
+            found = next((i for i, (spare_key, _) in enumerate(_spares) if spare_key == key), None)
+            spare = None if found is None else _spares.pop(found)[1]
+        if spare is not None:
+            self.conn = spare
         else:
             self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
             limit_length(self.conn)
@@ -326,10 +335,7 @@ class _InMemory:
         ``IMAGE_LIMIT`` bytes, is freed when the next image replaces it: keeping one for images
         above 256 KB too took a producer's roll of 4,500 small items (540 KB) from 1,646-1,673 us
         to 1,534-1,569."""
-        if len(_spares) < 4:
-            _spares.append((self._key, self.conn))
-        else:
-            self.conn.close()
+        _keep_spare(self._key, self.conn)
 
 
 def _schema_key(image: bytes) -> bytes:
@@ -343,11 +349,24 @@ def _schema_key(image: bytes) -> bytes:
 _spares: List[Tuple[bytes, sqlite3.Connection]] = []
 
 
+_spares_lock = threading.Lock()
+
+
+def _keep_spare(key: bytes, conn: sqlite3.Connection) -> None:
+    with _spares_lock:
+        if len(_spares) < 4:
+            _spares.append((key, conn))
+            return
+    conn.close()
+
+
 def _forget_after_fork() -> None:
     """A forked child makes its own: the parent's empty files name the parent, and its idle
-    in-memory connections are not to be shared."""
+    in-memory connections are not to be shared (nor the lock, which a parent's thread may hold)."""
+    global _spares_lock
     _empty_files.clear()
     _spares.clear()
+    _spares_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -49,6 +49,9 @@ def test_a_sink_killed_again_and_again_loses_nothing_and_duplicates_stay_within_
     assert kills, "the sink took every item before it could be killed once: the test proves nothing"
     with SinkProcess(folder, kafka.bootstrap, topic) as sink:
         wait_for(lambda: not left(), 90, "the folder to drain", interval=0.2)
+        # The killed sinks may have taken everything: SIGTERM only once this one runs (its first
+        # status is written after its signal handlers are set), or it dies of the signal.
+        wait_for(lambda: status_of(folder, sink.pid), 60, "the sink to run")
         assert sink.terminate() == EXIT_OK, sink.log()
     records = kafka.consume(topic, sum(kafka.end_offsets(topic).values()))  # duplicates included
     seen = numbers_in(records)

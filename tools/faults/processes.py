@@ -94,6 +94,12 @@ def open_report(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 
+def write_report(fd: int, line: bytes) -> None:
+    """One report, in one ``writev``: not a ``write``, so that an error injected into the N-th
+    ``write`` (the one that puts a batch made in memory in place) hits the library, not the report."""
+    os.writev(fd, [line])
+
+
 def kill(proc) -> bool:
     """SIGKILL a forked child; True if it was still running (a real kill)."""
     alive = proc.is_alive()

@@ -16,7 +16,7 @@ from turbo_queue import BatchWriteError, Dequeuer, Enqueuer, recover
 from .context import Context, Run, scenario
 from .folder import check_files, drain, read_batch, remove_tree, fresh_folder
 from .kills import check_consumer_run, fill
-from .processes import KillPoints, child, child_argv, open_report, report_lines, run_killed_at
+from .processes import KillPoints, child, child_argv, open_report, report_lines, run_killed_at, write_report
 from .tally import Result, record
 
 PRODUCER_SYSCALLS = ("pwrite64", "rename", "unlink", "openat", "fcntl", "flock", "close", "ftruncate")
@@ -53,13 +53,13 @@ def child_produce(p: dict) -> None:
                     i += 1
             if p["batch_size"] > size:
                 queue_.flush()
-            os.write(fd, b"ok %d\n" % k)
+            write_report(fd, b"ok %d\n" % k)
         except BatchWriteError as exc:
-            os.write(fd, b"failed %d %d\n" % (k, exc.items))
+            write_report(fd, b"failed %d %d\n" % (k, exc.items))
             if queue_.pending:  # the rest of a segment whose first part failed: never handed over
                 raise AssertionError(f"{queue_.pending} items pending after a BatchWriteError") from exc
     queue_.close()
-    os.write(fd, b"closed\n")
+    write_report(fd, b"closed\n")
 
 
 @child("consume")

@@ -136,9 +136,9 @@ def scenario_disk_full(ctx: Context, result: Result) -> None:
             _disk_full_run(mount.path, rng, run)
 
 
-INJECTED_ERRORS = (("pwrite64", "ENOSPC"), ("pwrite64", "EIO"), ("write", "ENOSPC"), ("write", "EIO"), ("rename", "ENOSPC"), ("rename", "EIO"),
-                   ("openat", "ENOSPC"), ("unlink", "EIO"), ("ftruncate", "EIO"), ("fcntl", "EIO"),
-                   ("fsync", "EIO"), ("fdatasync", "EIO"))
+INJECTED_ERRORS = (("pwrite64", "ENOSPC"), ("pwrite64", "EIO"), ("write", "ENOSPC"), ("write", "EIO"),
+                   ("rename", "ENOSPC"), ("rename", "EIO"), ("openat", "ENOSPC"), ("unlink", "EIO"),
+                   ("ftruncate", "EIO"), ("fcntl", "EIO"), ("fsync", "EIO"), ("fdatasync", "EIO"))
 
 
 @scenario("failed_writes", "6. failed writes injected (ENOSPC, EIO)")

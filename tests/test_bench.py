@@ -138,3 +138,17 @@ def test_the_ping_pong_rows_echo_every_task(tmp_path):
     assert set(results["pingpong"]) == {"mp", "turbo", "turbo-flush"}
     for row in results["pingpong"].values():
         assert row["round_trips"] == 10 and 0 < row["p50_ms"] <= row["p99_ms"]
+
+
+def test_the_breakdown_times_the_library_calls_of_each_turbo_queue_process(tmp_path):
+    stdout, results = run_bench(tmp_path, "--items", "3000", "--sweep", "2", "--only", "mp-lists,turbo-many",
+                                "--breakdown")
+    rows = {row["contender"]: row for row in results["rows"]}
+    assert "breakdown" not in rows["multiprocessing.Queue, lists of 100"]  # nothing of the library to time
+    breakdown = rows["turbo_queue.Queue, put_many/get_many"]["breakdown"]
+    producers, consumers = breakdown["producer"], breakdown["consumer"]
+    assert producers["start: Enqueuer"][0] == 2 and consumers["start: Dequeuer"][0] == 2  # one per process
+    assert producers["put_many"][0] == 30  # 3,000 items in lists of 100
+    assert consumers["claim: try:got"][0] == consumers["claim: take:got"][0] >= 1  # a claim is one take won
+    assert all(seconds >= 0 for timed in breakdown.values() for _, seconds in timed.values())
+    assert_every_item_counted(results["rows"], 3000)

@@ -246,11 +246,67 @@ def available(contender: Contender) -> bool:
 
 # -- one run, inside a fresh runner process -----------------------------------------------------
 
-def _spent(role: str) -> Tuple[str, float, float]:
+def _spent(role: str) -> Tuple[str, float, float, Dict[str, List[float]]]:
     """This process's CPU seconds so far: its main thread's, and all its threads' (a forked child
-    starts from zero)."""
+    starts from zero); and what the --breakdown's timed functions used in it."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return role, time.thread_time(), usage.ru_utime + usage.ru_stime
+    return role, time.thread_time(), usage.ru_utime + usage.ru_stime, _timed
+
+
+# -- --breakdown: where a turbo_queue row's CPU goes, function by function ---------------------------
+
+#: function name -> [calls, CPU seconds of the calling thread], in this process (a forked child
+#: starts from its parent's, which has made no call).
+_timed: Dict[str, List[float]] = {}
+
+
+def _time_calls(owner: Any, attribute: str, label: str, outcome: Optional[Callable[[Any], str]] = None) -> None:
+    """Replace ``owner.attribute`` by a wrapper that adds each call's thread CPU time to ``_timed[label]``
+    (``label:<outcome(result)>``, and ``label:raised`` for an exception, when ``outcome`` is given)."""
+    function = getattr(owner, attribute)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        key = label
+        start = time.thread_time()
+        try:
+            result = function(*args, **kwargs)
+            if outcome is not None:
+                key = f"{label}:{outcome(result)}"
+            return result
+        except BaseException:
+            if outcome is not None:
+                key = f"{label}:raised"
+            raise
+        finally:
+            entry = _timed.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.thread_time() - start
+
+    setattr(owner, attribute, timed)
+
+
+def time_library_calls() -> None:
+    """Time the library's calls that a process makes once, per batch file or per wake-up (times
+    are inclusive: ``claim`` holds ``ready_in_order`` and ``take``)."""
+    from turbo_queue import _counters, _folder, _watch, consumer, producer, queues
+
+    for owner, attribute, label in (
+        (queues.Queue, "_open_enqueuer", "start: Enqueuer"), (queues.Queue, "_open_dequeuer", "start: Dequeuer"),
+        (_counters.Counters, "__init__", "start: counters file"), (_counters.Counters, "retire", "close: counters"),
+        (queues.Queue, "close", "close: Queue.close"),
+        (producer.Enqueuer, "put_many", "put_many"), (producer.Enqueuer, "_roll", "roll"),
+        (consumer.Dequeuer, "get_many", "get_many"), (consumer.Dequeuer, "_read_chunk", "read a chunk"),
+        (consumer.Dequeuer, "_claim", "claim: Dequeuer._claim"), (consumer.Dequeuer, "_finish_batch", "finish a batch"),
+        (_watch.FolderEvents, "mark", "wake: mark (drain events)"), (_watch.FolderEvents, "wait", "wake: wait"),
+        (_folder, "ready_in_order", "claim: list the folder"),
+    ):
+        _time_calls(owner, attribute, label)
+    _time_calls(_folder, "claim", "claim: try", _got)  # raised: Held (every ready_ file it tried was locked)
+    _time_calls(_folder, "take", "claim: take", _got)
+
+
+def _got(batch: Any) -> str:
+    return "none" if batch is None else "got"
 
 
 def _produce(contender: Contender, q: Any, index: int, start: int, stop: int, ready: Any, go: Any,
@@ -324,10 +380,15 @@ def run_one(name: str, producers: int, consumers: int, total: int, folder: str) 
     go.set()
     reports = [results.get() for _ in range(consumers)]
     cpu = dict.fromkeys(("producer_main", "producer_threads", "consumer_main", "consumer_threads"), 0.0)
+    breakdown: Dict[str, Dict[str, List[float]]] = {"producer": {}, "consumer": {}}
     for _ in procs:
-        role, main, whole = spent.get()
+        role, main, whole, timed = spent.get()
         cpu[f"{role}_main"] += main
         cpu[f"{role}_threads"] += whole - main
+        for label, (calls, seconds) in timed.items():
+            entry = breakdown[role].setdefault(label, [0, 0.0])
+            entry[0] += calls
+            entry[1] += seconds
     for p in procs:
         p.join()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -347,17 +408,21 @@ def run_one(name: str, producers: int, consumers: int, total: int, folder: str) 
         "items_per_s": total / elapsed, "seconds": elapsed,
         "cpu_us_per_item": (usage.ru_utime + usage.ru_stime) / total * 1e6,
         "peak_mb": usage.ru_maxrss / 1024, "lost": lost, "duplicated": duplicated, "cpu_s": cpu,
+        **({"breakdown": breakdown} if any(breakdown.values()) else {}),
     }
 
 
 def _runner(args: argparse.Namespace) -> int:
+    if args.breakdown:
+        time_library_calls()
     print(json.dumps(run_one(args.contender, args.producers, args.consumers, args.items, args.folder)))
     return 0
 
 
 def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, tmp: str,
-                         timeout: float = 300) -> Optional[Dict[str, Any]]:
-    """The row of one run, or None if it did not finish within ``timeout`` seconds.
+                         timeout: float = 300, breakdown: bool = False) -> Optional[Dict[str, Any]]:
+    """The row of one run, or None if it did not finish within ``timeout`` seconds (``breakdown``:
+    with the library's calls timed, see ``time_library_calls``).
 
     The runner leads a process group of its own, so that a row that does not finish is killed with
     all its producers and consumers; its queue folder is removed either way.
@@ -365,7 +430,8 @@ def run_in_fresh_process(name: str, producers: int, consumers: int, items: int, 
     folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
     try:
         proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "_run", name, str(producers), str(consumers), str(items), folder],
+            [sys.executable, os.path.abspath(__file__), "_run", name, str(producers), str(consumers), str(items), folder]
+            + (["--breakdown"] if breakdown else []),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         try:
@@ -862,6 +928,15 @@ def pingpong_rows(round_trips: int, rounds: int) -> Dict[str, Dict[str, float]]:
 
 # -- the report ------------------------------------------------------------------------------------
 
+def breakdown_text(breakdown: Dict[str, Dict[str, List[float]]]) -> str:
+    """A row's --breakdown, one line per role: each timed call's count and CPU milliseconds."""
+    return "\n".join(
+        f"    {role}s: " + ", ".join(f"{label} {calls:,.0f}x {seconds * 1e3:.1f} ms"
+                                    for label, (calls, seconds) in sorted(timed.items()))
+        for role, timed in breakdown.items() if timed
+    )
+
+
 def table(rows: List[Dict[str, Any]]) -> str:
     lines = ["| P=C | contender | items/s | CPU us/item | peak MB | lost | duplicated |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -931,6 +1006,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pingpong", type=int, default=0,
                    help="also the ping-pong round trip (one task out, its echo back), this many per round "
                         "(--extras: 500 unless given)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="time the library's calls in each process of the turbo_queue rows (CPU of the calling "
+                        "thread, inclusive) and print where each row's CPU went; the wrappers cost CPU too, so "
+                        "leave it out of a run whose throughput you quote")
     p.add_argument("--chart", default="", help="write a PNG chart here (needs matplotlib)")
     p.add_argument("--json", default="", help="write all results as JSON here")
 
@@ -945,6 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("consumers", type=int)
     runner.add_argument("items", type=int)
     runner.add_argument("folder")
+    runner.add_argument("--breakdown", action="store_true")
     storage = sub.add_parser("_storage")
     storage.add_argument("kind", choices=("floor", "floor-memory", "turbo_queue"))
     storage.add_argument("items", type=int)
@@ -1025,7 +1105,7 @@ def run(args: argparse.Namespace) -> int:
         for _ in range(args.rounds):
             for name in contenders:  # taking turns: noise hits every contender alike
                 where = args.disk if CONTENDERS[name].on_disk else args.tmp
-                row = run_in_fresh_process(name, p, p, args.items, where)
+                row = run_in_fresh_process(name, p, p, args.items, where, breakdown=args.breakdown)
                 if row is None:
                     print(f"  P=C={p} {name}: did not finish in time", file=sys.stderr, flush=True)
                     timeouts.append(f"P=C={p} {name}")
@@ -1037,6 +1117,8 @@ def run(args: argparse.Namespace) -> int:
                       f"{cpu['producer_main']:.2f} + other threads {cpu['producer_threads']:.2f}, consumers' "
                       f"{cpu['consumer_main']:.2f} + {cpu['consumer_threads']:.2f}, outside {cpu['outside']:.2f}",
                       file=sys.stderr, flush=True)
+                if "breakdown" in row:
+                    print(breakdown_text(row["breakdown"]), file=sys.stderr, flush=True)
     medians = []
     for p in sweep:
         for name in contenders:

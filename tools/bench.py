@@ -299,6 +299,7 @@ def time_library_calls() -> None:
         (consumer.Dequeuer, "_claim", "claim: Dequeuer._claim"), (consumer.Dequeuer, "_finish_batch", "finish a batch"),
         (_watch.FolderEvents, "mark", "wake: mark (drain events)"), (_watch.FolderEvents, "wait", "wake: wait"),
         (_folder, "ready_in_order", "claim: list the folder"),
+        (consumer, "recover", "claim: recover"), (consumer, "BatchReader", "claim: open the batch"),
     ):
         _time_calls(owner, attribute, label)
     _time_calls(_folder, "claim", "claim: try", _got)  # raised: Held (every ready_ file it tried was locked)

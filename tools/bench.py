@@ -255,7 +255,7 @@ def _spent(role: str) -> Tuple[str, float, float, Dict[str, List[float]]]:
 
 # -- --breakdown: where a turbo_queue row's CPU goes, function by function ---------------------------
 
-#: function name -> [calls, CPU seconds of the calling thread], in this process (a forked child
+#: label of a timed call -> [calls, CPU seconds of the calling thread], in this process (a forked child
 #: starts from its parent's, which has made no call).
 _timed: Dict[str, List[float]] = {}
 

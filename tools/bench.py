@@ -929,6 +929,90 @@ def pingpong_rows(round_trips: int, rounds: int) -> Dict[str, Dict[str, float]]:
 
 # -- the report ------------------------------------------------------------------------------------
 
+HERD_BATCHES = 150  # batches of LIST items handed over, one at a time, to consumers that all wait
+HERD_GAP = 0.02  # seconds between two: enough for 32 woken consumers to wait again on 2 cores
+
+
+def _herd_consumer(kind: str, where: Any, ready: Any, go: Any, out: Any) -> None:
+    if kind == "turbo":
+        from turbo_queue import Dequeuer
+
+        source: Any = Dequeuer(where)
+        get = lambda: source.get_many(LIST, timeout=60)  # noqa: E731
+    else:
+        get = lambda: where.get(timeout=60)  # noqa: E731
+    ready.release()
+    go.wait()
+    start, items = time.process_time(), 0
+    while True:
+        got = get()
+        if got == [None]:
+            break
+        items += len(got)
+    out.put((items, time.process_time() - start))
+    if kind == "turbo":
+        source.close()
+
+
+def herd(kind: str, consumers: int, tmp: str) -> Dict[str, float]:
+    """What waiting costs: ``consumers`` processes wait on an empty queue, and one producer hands
+    over HERD_BATCHES lists of LIST items, HERD_GAP apart, so that every consumer waits at each; the
+    CPU the consumers used per batch (summed over their processes: the one woken to take it and
+    all those woken for nothing), and per batch and waiting consumer. ``kind``: "turbo"
+    (``Enqueuer.put_many`` and ``flush``, ``Dequeuer.get_many``) or "mp" (``multiprocessing.Queue``
+    of lists)."""
+    ctx = multiprocessing.get_context("fork")
+    folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
+    try:
+        where: Any = folder if kind == "turbo" else ctx.Queue()
+        ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_herd_consumer, args=(kind, where, ready, go, out)) for _ in range(consumers)]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            ready.acquire()
+        go.set()
+        time.sleep(0.3)  # every consumer waits by now
+        if kind == "turbo":
+            from turbo_queue import Enqueuer
+
+            enqueuer = Enqueuer(folder, max_batch_delay=3600)
+            put = lambda items: (enqueuer.put_many(items), enqueuer.flush())  # noqa: E731
+        else:
+            put = where.put
+        for i in range(HERD_BATCHES):
+            put(list(range(i * LIST, (i + 1) * LIST)))
+            time.sleep(HERD_GAP)
+        for _ in procs:
+            put([None])
+        if kind == "turbo":
+            enqueuer.close()
+        results = [out.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    received = sum(items for items, _ in results)
+    if received != HERD_BATCHES * LIST:
+        raise RuntimeError(f"the herd's consumers got {received:,} items of {HERD_BATCHES * LIST:,}")
+    per_batch = sum(cpu for _, cpu in results) / (HERD_BATCHES + consumers)
+    return {"consumers": consumers, "ms_per_batch": per_batch * 1e3, "ms_per_batch_and_consumer": per_batch * 1e3 / consumers}
+
+
+def herd_rows(sweep: List[int], rounds: int, tmp: str) -> List[Dict[str, Any]]:
+    """``herd`` for each number of consumers and kind, taking turns; the median of ``rounds``."""
+    runs: Dict[Tuple[str, int], List[Dict[str, float]]] = {}
+    for consumers in sweep:
+        for _ in range(rounds):
+            for kind in ("turbo", "mp"):
+                runs.setdefault((kind, consumers), []).append(in_fresh_process(herd, kind, consumers, tmp))
+    rows = []
+    for (kind, consumers), found in runs.items():
+        found.sort(key=lambda r: r["ms_per_batch"])
+        rows.append({"kind": kind, **found[len(found) // 2], "range_ms": [found[0]["ms_per_batch"], found[-1]["ms_per_batch"]]})
+    return rows
+
+
 def breakdown_text(breakdown: Dict[str, Dict[str, List[float]]]) -> str:
     """A row's --breakdown, one line per role: each timed call's count and CPU milliseconds."""
     return "\n".join(
@@ -983,6 +1067,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _storage_runner(args)
     if args.storage:
         return run_storage(args)
+    if args.herd:
+        return run_herd(args)
     return run(args)
 
 
@@ -1007,6 +1093,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pingpong", type=int, default=0,
                    help="also the ping-pong round trip (one task out, its echo back), this many per round "
                         "(--extras: 500 unless given)")
+    p.add_argument("--herd", default="", metavar="C,C,...",
+                   help="only what waiting costs: for each number of consumers, all waiting on an empty queue, the CPU they "
+                        "use per batch handed over (turbo_queue and multiprocessing.Queue of lists, taking turns)")
     p.add_argument("--breakdown", action="store_true",
                    help="time the library's calls in each process of the turbo_queue rows (CPU of the calling "
                         "thread, inclusive) and print where each row's CPU went; the wrappers cost CPU too, so "
@@ -1088,6 +1177,22 @@ def run_storage(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "medians": medians}, f, indent=2)
+    return 0
+
+
+def run_herd(args: argparse.Namespace) -> int:
+    rows = herd_rows([int(x) for x in args.herd.split(",")], args.rounds, args.tmp)
+    print(f"# what waiting costs: {HERD_BATCHES} batches of {LIST} handed over one at a time, {HERD_GAP * 1e3:.0f} ms apart, to consumers "
+          f"that all wait; {os.cpu_count()} cores, Python {sys.version.split()[0]}, medians of {args.rounds}")
+    print("\n| consumers | queue | consumers' CPU per batch, ms | range | per batch and waiting consumer, ms |\n|---:|---|---:|---|---:|")
+    for row in rows:
+        name = "turbo_queue Dequeuer.get_many" if row["kind"] == "turbo" else "multiprocessing.Queue of lists"
+        low, high = row["range_ms"]
+        print(f"| {row['consumers']} | {name} | {row['ms_per_batch']:.3f} | {low:.3f}-{high:.3f} "
+              f"| {row['ms_per_batch_and_consumer']:.3f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
     return 0
 
 

@@ -157,7 +157,7 @@ def test_the_breakdown_times_the_library_calls_of_each_turbo_queue_process(tmp_p
 def test_the_herd_measures_waiting_consumers_of_both_queues(tmp_path):
     stdout, rows = run_bench(tmp_path, "--herd", "1,3", "--rounds", "1")
     assert "| consumers | queue | consumers' CPU per batch, ms | range | per batch and waiting consumer, ms |" in stdout
-    assert sorted((row["kind"], row["consumers"]) for row in rows) == [("mp", 1), ("mp", 3), ("turbo", 1), ("turbo", 3)]
+    assert sorted((row["kind"], row["consumers"]) for row in rows) == [("mp", 1), ("mp", 3), ("plain", 1), ("plain", 3), ("turbo", 1), ("turbo", 3)]
     for row in rows:  # herd() itself raises unless the consumers got every item
         assert row["ms_per_batch"] > 0
         assert row["ms_per_batch_and_consumer"] == pytest.approx(row["ms_per_batch"] / row["consumers"])

@@ -19,6 +19,7 @@ import os
 import pickle
 import queue as queue_module
 import resource
+import select
 import shutil
 import signal
 import sqlite3
@@ -927,10 +928,49 @@ def pingpong_rows(round_trips: int, rounds: int) -> Dict[str, Dict[str, float]]:
     return rows
 
 
-# -- the report ------------------------------------------------------------------------------------
+# -- --herd: what waiting costs --------------------------------------------------------------------
 
 HERD_BATCHES = 150  # batches of LIST items handed over, one at a time, to consumers that all wait
 HERD_GAP = 0.02  # seconds between two: enough for 32 woken consumers to wait again on 2 cores
+
+
+class _PlainWaiter:
+    """The plainest code a woken consumer of a folder runs: its own inotify watch of renames into
+    the folder, a poll, and for each ready_ file named, a rename to claim it (one wins, the
+    others' fails), then read, unpickle, unlink."""
+
+    def __init__(self, folder: str) -> None:
+        from turbo_queue import _platform
+
+        self.folder = folder
+        self.inotify = _platform.Inotify(nonblocking=True)
+        self.inotify.add_watch(folder, _platform.Inotify.MOVED_TO)
+        self.poller = select.poll()
+        self.poller.register(self.inotify.fd, select.POLLIN)
+        self.came: List[str] = []
+
+    def get(self) -> Any:
+        while True:
+            while self.came:
+                name = self.came.pop(0)
+                chosen = os.path.join(self.folder, "chosen_" + name[len("ready_"):])
+                try:
+                    os.rename(os.path.join(self.folder, name), chosen)
+                except FileNotFoundError:
+                    continue  # another one won
+                with open(chosen, "rb") as f:
+                    data = f.read()
+                os.unlink(chosen)
+                return pickle.loads(data)
+            self.poller.poll(60_000)
+            self.came += [os.fsdecode(name) for _, _, name in self.inotify.read() if name.startswith(b"ready_")]
+
+
+def _plain_put(folder: str, index: int, items: List[Any]) -> None:
+    hidden = os.path.join(folder, f".creating_{index}")
+    with open(hidden, "wb") as f:
+        f.write(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+    os.rename(hidden, os.path.join(folder, f"ready_{index}"))
 
 
 def _herd_consumer(kind: str, where: Any, ready: Any, go: Any, out: Any) -> None:
@@ -939,6 +979,8 @@ def _herd_consumer(kind: str, where: Any, ready: Any, go: Any, out: Any) -> None
 
         source: Any = Dequeuer(where)
         get = lambda: source.get_many(LIST, timeout=60)  # noqa: E731
+    elif kind == "plain":
+        get = _PlainWaiter(where).get
     else:
         get = lambda: where.get(timeout=60)  # noqa: E731
     ready.release()
@@ -959,12 +1001,12 @@ def herd(kind: str, consumers: int, tmp: str) -> Dict[str, float]:
     over HERD_BATCHES lists of LIST items, HERD_GAP apart, so that every consumer waits at each; the
     CPU the consumers used per batch (summed over their processes: the one woken to take it and
     all those woken for nothing), and per batch and waiting consumer. ``kind``: "turbo"
-    (``Enqueuer.put_many`` and ``flush``, ``Dequeuer.get_many``) or "mp" (``multiprocessing.Queue``
-    of lists)."""
+    (``Enqueuer.put_many`` and ``flush``, ``Dequeuer.get_many``), "plain" (the floor of waking
+    every consumer of a folder: ``_PlainWaiter``) or "mp" (``multiprocessing.Queue`` of lists)."""
     ctx = multiprocessing.get_context("fork")
     folder = tempfile.mkdtemp(prefix="turbo_queue-bench-", dir=tmp)
     try:
-        where: Any = folder if kind == "turbo" else ctx.Queue()
+        where: Any = ctx.Queue() if kind == "mp" else folder
         ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
         procs = [ctx.Process(target=_herd_consumer, args=(kind, where, ready, go, out)) for _ in range(consumers)]
         for proc in procs:
@@ -978,6 +1020,9 @@ def herd(kind: str, consumers: int, tmp: str) -> Dict[str, float]:
 
             enqueuer = Enqueuer(folder, max_batch_delay=3600)
             put = lambda items: (enqueuer.put_many(items), enqueuer.flush())  # noqa: E731
+        elif kind == "plain":
+            made = iter(range(1 << 62))
+            put = lambda items: _plain_put(folder, next(made), items)  # noqa: E731
         else:
             put = where.put
         for i in range(HERD_BATCHES):
@@ -1004,7 +1049,7 @@ def herd_rows(sweep: List[int], rounds: int, tmp: str) -> List[Dict[str, Any]]:
     runs: Dict[Tuple[str, int], List[Dict[str, float]]] = {}
     for consumers in sweep:
         for _ in range(rounds):
-            for kind in ("turbo", "mp"):
+            for kind in ("turbo", "plain", "mp"):
                 runs.setdefault((kind, consumers), []).append(in_fresh_process(herd, kind, consumers, tmp))
     rows = []
     for (kind, consumers), found in runs.items():
@@ -1012,6 +1057,8 @@ def herd_rows(sweep: List[int], rounds: int, tmp: str) -> List[Dict[str, Any]]:
         rows.append({"kind": kind, **found[len(found) // 2], "range_ms": [found[0]["ms_per_batch"], found[-1]["ms_per_batch"]]})
     return rows
 
+
+# -- the report ------------------------------------------------------------------------------------
 
 def breakdown_text(breakdown: Dict[str, Dict[str, List[float]]]) -> str:
     """A row's --breakdown, one line per role: each timed call's count and CPU milliseconds."""
@@ -1186,7 +1233,8 @@ def run_herd(args: argparse.Namespace) -> int:
           f"that all wait; {os.cpu_count()} cores, Python {sys.version.split()[0]}, medians of {args.rounds}")
     print("\n| consumers | queue | consumers' CPU per batch, ms | range | per batch and waiting consumer, ms |\n|---:|---|---:|---|---:|")
     for row in rows:
-        name = "turbo_queue Dequeuer.get_many" if row["kind"] == "turbo" else "multiprocessing.Queue of lists"
+        name = {"turbo": "turbo_queue Dequeuer.get_many", "plain": "plain inotify and rename, each its own watch (the floor)",
+                "mp": "multiprocessing.Queue of lists"}[row["kind"]]
         low, high = row["range_ms"]
         print(f"| {row['consumers']} | {name} | {row['ms_per_batch']:.3f} | {low:.3f}-{high:.3f} "
               f"| {row['ms_per_batch_and_consumer']:.3f} |")

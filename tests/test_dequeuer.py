@@ -429,34 +429,3 @@ def test_many_consumer_threads_share_one_dequeuer_without_loss(folder):
         for t in threads:
             t.join()
     assert sorted(got) == list(range(2000))
-
-
-def test_a_waiting_consumer_takes_the_file_that_came_without_listing_the_folder(folder):
-    result = run_python("""
-        import os, sys, threading, time
-        from turbo_queue import Dequeuer, Enqueuer
-        folder = sys.argv[1]
-        consumer = threading.get_ident()
-        listings = []
-        sys.addaudithook(lambda event, args: listings.append(args[0]) if event == "os.scandir"
-                         and threading.get_ident() == consumer else None)
-        dequeuer = Dequeuer(folder)
-
-        def produce():
-            time.sleep(0.3)  # the consumer waits by now
-            print("before", len(listings))
-            with Enqueuer(folder) as enqueuer:
-                enqueuer.put_many(range(10))
-
-        thread = threading.Thread(target=produce)
-        thread.start()
-        got = dequeuer.get_many(10, timeout=10)
-        print("after", len(listings))
-        thread.join()
-        dequeuer.close()
-        print("got", got == list(range(10)))
-    """, folder)
-    lines = dict(line.split() for line in result.stdout.splitlines())
-    assert lines["got"] == "True"
-    assert int(lines["before"]) >= 1  # its first look listed the folder
-    assert lines["after"] == lines["before"]  # woken, it took the file that came

@@ -111,28 +111,3 @@ def test_watchdog_wakes_waiters_where_there_is_no_inotify(folder):
     finally:
         watcher._observer.stop()  # type: ignore[union-attr]
         watcher._observer.join()  # type: ignore[union-attr]
-
-
-def test_the_names_of_the_files_that_came_are_kept_for_a_woken_consumer(folder):
-    events = _watch.events(folder)
-    seen = events.mark(arrivals=True)
-    assert events.arrived_since(seen) is None  # nothing came: the consumer lists the folder
-    for name in ("b", "a", "c"):
-        touch(os.path.join(folder, name))
-        os.rename(os.path.join(folder, name), os.path.join(folder, f"ready_1_{name}.db"))
-    assert wait_change(events, seen, arrivals=True)
-    deadline = time.monotonic() + 5
-    while events.mark(arrivals=True) - seen < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert events.arrived_since(seen) == ["ready_1_b.db", "ready_1_a.db", "ready_1_c.db"]  # in the order they came
-    assert events.arrived_since(seen + 2) == ["ready_1_c.db"]
-
-    later = events.arrivals
-    events.notify(arrived=True)  # an arrival whose file is not named (watchdog; lost events)
-    assert events.arrived_since(later) is None and events.arrived_since(seen) is None
-
-    later = events.arrivals
-    names = tuple(f"ready_1_{i}.db" for i in range(_watch._NAMES_KEPT + 1))
-    events.notify(names=names)  # more came than are kept
-    assert events.arrived_since(later) is None
-    assert events.arrived_since(later + 1) == list(names[1:])

@@ -13,7 +13,7 @@ import re
 import stat
 import time
 import weakref
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from . import _platform
 
@@ -321,34 +321,24 @@ class Held(Exception):
     """
 
 
-def claim(folder: str, skip: FrozenSet[str] = frozenset(), came: Optional[Sequence[str]] = None) -> Optional[Batch]:
+def claim(folder: str, skip: FrozenSet[str] = frozenset()) -> Optional[Batch]:
     """Claim the oldest ``ready_`` file this process can get (``chosen_``), or None if there is none.
 
     The oldest is tried first, so one consumer sees batches in hand-over order; after losing a
     race a consumer picks at random among the next few, so that many consumers spread out.
     ``Held`` if ready_ files were there but all held by other processes: look again soon.
-
-    ``came``: the folder held no ready_ file this process could get, and these came since; they
-    are tried (in the order they came) instead of listing the folder. Woken together, many
-    consumers race for the same few files: the losers' cost is then a failed ``open`` each.
     """
-    if came is None:
-        names = [name for name in ready_in_order(folder) if name not in skip]
-    else:
-        names = [name for name in came if name not in skip and parse_name(name) is not None]
+    names = [name for name in ready_in_order(folder) if name not in skip]
     index = 0
     held: Optional[Held] = None
     while index < len(names):
         try:
             batch = take(folder, names[index], READY, CHOSEN)
-        except Held:
-            os.sched_yield()  # most often its producer, between its rename and its unlock: let it run
-            try:
-                batch = take(folder, names[index], READY, CHOSEN)
-            except Held as exc:
-                held, batch = exc, None
-        if batch is not None:
-            return batch
+        except Held as exc:
+            held = exc
+        else:
+            if batch is not None:
+                return batch
         del names[index]
         index = random.randrange(min(_SPREAD, len(names))) if names else 0
     if held is not None:

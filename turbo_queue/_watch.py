@@ -10,9 +10,7 @@ One thread reads the events, and only while a thread of this process waits: a bu
 lets them queue in the kernel and is not woken by every rename in the folder. A waiter first
 takes what queued (``mark``), then looks at the folder, then waits for the counter it marked to
 change: an event that comes between the look and the wait is never missed, and one that came
-before the look does not wake it again. The names of the last arrivals are kept
-(``arrived_since``), so that a woken consumer tries the files that came instead of listing the
-folder. Where there is no inotify, a watchdog observer does it.
+before the look does not wake it again. Where there is no inotify, a watchdog observer does it.
 """
 
 from __future__ import annotations
@@ -23,8 +21,7 @@ import os
 import select
 import threading
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Set, Tuple, cast
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple, cast
 
 from . import _platform
 
@@ -36,9 +33,6 @@ log = logging.getLogger("turbo_queue")
 
 #: How long a waiter sleeps between looks when the filesystem gives no events (fallback only).
 _POLL = 0.02
-
-#: How many arrivals' names a folder's counters keep for ``arrived_since``.
-_NAMES_KEPT = 64
 
 _READY = b"ready_"
 _ARRIVALS = _platform.Inotify.MOVED_TO | _platform.Inotify.ONLYDIR
@@ -55,30 +49,12 @@ class FolderEvents:
         self.polling = polling
         self._watcher: Optional[_Watcher] = None  # whose reader thread counts these events (inotify)
         self._changed = threading.Condition(threading.Lock())
-        self._names: Deque[Tuple[int, str]] = deque(maxlen=_NAMES_KEPT)  # (arrivals after it, name)
-        self._unnamed = 0  # arrivals when the last one whose files are not named was counted
 
-    def notify(self, arrived: bool = True, names: Tuple[str, ...] = ()) -> None:
-        """Count a change; ``arrived``: ``ready_`` files came, named by ``names`` if it is given."""
+    def notify(self, arrived: bool = True) -> None:
         with self._changed:
             self.changes += 1
-            if names:
-                for name in names:
-                    self.arrivals += 1
-                    self._names.append((self.arrivals, name))
-            elif arrived:
-                self.arrivals += 1
-                self._unnamed = self.arrivals
+            self.arrivals += arrived
             self._changed.notify_all()
-
-    def arrived_since(self, seen: int) -> Optional[List[str]]:
-        """The names of the ``ready_`` files that came since ``arrivals`` was ``seen``, oldest
-        first; None unless every one of them is known (too many came, or a came unnamed)."""
-        with self._changed:
-            if self._unnamed > seen or self.arrivals == seen:
-                return None
-            names = [name for after, name in self._names if after > seen]
-            return names if len(names) == self.arrivals - seen else None
 
     def mark(self, arrivals: bool = False) -> int:
         """The counter to wait on, taken before a look at the folder: the events that queued
@@ -202,23 +178,18 @@ class _Watcher:
                 return
 
     def _dispatch(self, events: List[Tuple[int, int, bytes]]) -> None:
-        woken: Dict[FolderEvents, Optional[List[str]]] = {}  # -> the ready_ files that came; None: unknown
+        woken: Dict[FolderEvents, bool] = {}  # -> whether a ready_ file came
         for wd, mask, name in events:
             if name.startswith(_READY):
                 handler = self._by_wd.get(wd)
                 if handler is not None:
-                    came = woken.setdefault(handler, [])
-                    if came is not None and mask & _platform.Inotify.MOVED_TO:
-                        came.append(os.fsdecode(name))
+                    woken[handler] = woken.get(handler, False) or bool(mask & _platform.Inotify.MOVED_TO)
             elif mask & _platform.Inotify.Q_OVERFLOW:  # events were lost: everyone looks again
-                woken.update(dict.fromkeys(self._by_wd.values()))
+                woken.update(dict.fromkeys(self._by_wd.values(), True))
             elif mask & _platform.Inotify.IGNORED:  # the folder was removed
-                woken.update(dict.fromkeys(self._forget_watch(wd)))
-        for handler, came in woken.items():
-            if came is None:
-                handler.notify()
-            else:
-                handler.notify(bool(came), tuple(came))
+                woken.update(dict.fromkeys(self._forget_watch(wd), True))
+        for handler, arrived in woken.items():
+            handler.notify(arrived)
 
     def _forget_watch(self, wd: int) -> Set[FolderEvents]:
         """A removed folder: its waiters look every _POLL, and the next events() watches it anew."""

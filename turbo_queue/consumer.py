@@ -340,18 +340,16 @@ class Dequeuer:
             return
         events = _watch.events(self.folder)
         deadline = None if timeout is None else time.monotonic() + timeout
-        arrivals = events.mark(arrivals=True)  # before the look: an arrival after it ends the wait
-        came: Optional[List[str]] = None  # the ready_ files that came while this one waited
         while True:
-            if self._read_more(came):
+            arrivals = events.mark(arrivals=True)  # before the look: an arrival after it ends the wait
+            if self._read_more():
                 return
             remaining = self.recover_every if deadline is None else deadline - time.monotonic()
             if not block or remaining <= 0:
                 raise queue.Empty
             wait = min(remaining, self.recover_every)
-            held = self._held_wait
-            if held:  # ready_ files were all held: no event will say when they are let go
-                wait = min(wait, held)
+            if self._held_wait:  # ready_ files were all held: no event will say when they are let go
+                wait = min(wait, self._held_wait)
             self._lock.release()  # other threads may get, or close, while this one waits
             try:
                 events.wait(arrivals, wait, arrivals=True)
@@ -361,20 +359,16 @@ class Dequeuer:
                 raise ValueError(f"Dequeuer for {self.folder} is closed")
             if self._items:
                 return
-            seen, arrivals = arrivals, events.mark(arrivals=True)
-            came = None if held else events.arrived_since(seen)  # None: list the folder
 
-    def _read_more(self, came: Optional[List[str]] = None) -> bool:
-        """Decode the next chunk of the claimed batch, or claim the next batch (of those that
-        ``came``, if the folder had none before: see ``_folder.claim``); False if none."""
+    def _read_more(self) -> bool:
+        """Decode the next chunk of the claimed batch, or claim the next batch; False if none."""
         while True:
             if self._read_claimed():
                 return True
             if self._reader is not None:
                 self._finish_batch()
-            if not self._claim(came):
+            if not self._claim():
                 return False
-            came = None  # the next claim lists the folder
 
     def _read_claimed(self) -> bool:
         """Decode the next chunk of the claimed batch into ``_items``; False if none is left."""
@@ -427,15 +421,13 @@ class Dequeuer:
         if self._reader is not None and self._taken != self._reader.acked:
             self._save_position(self._reader)
 
-    def _claim(self, came: Optional[List[str]] = None) -> bool:
+    def _claim(self) -> bool:
         if time.monotonic() - self._recovered_at >= self.recover_every:
             self._recovered_at = time.monotonic()
             recover(self.folder, durable=self.durable)
-            came = None  # recovery may have put files back
         while True:
             try:
-                batch = _folder.claim(self.folder, frozenset(self._skip), came)
-                came = None  # one that came was not a batch to read, say: list the folder next
+                batch = _folder.claim(self.folder, frozenset(self._skip))
             except _folder.Held:  # by whoever handed it over, for an instant: no event will say when it lets go
                 first, most = _HELD_RETRY
                 self._held_wait = min(2 * self._held_wait, most) if self._held_wait else first

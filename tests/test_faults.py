@@ -159,6 +159,71 @@ def test_a_malformed_chunk_row_is_quarantined_not_raised(folder):
     assert listing(folder)["bad"] == [name.replace("ready_", "bad_")]
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, for tools in a child
+
+DRAIN_IN_A_CHILD = """
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from tools.faults.folder import drain
+    print(sorted(item["id"] for item in drain(sys.argv[1])))
+"""
+
+
+def test_a_damaged_chunk_whose_count_changed_too_is_set_aside_once_and_its_batch_quarantined(folder):
+    """A damaged chunk whose n changed too: going past it found the same chunk again, and the
+    consumer set it aside again and again, a bad_ file each time, for ever (run in a child with
+    a deadline)."""
+    name = write_batch(folder, list(range(300)), _folder.READY)
+    conn = sqlite3.connect(os.path.join(folder, name), isolation_level=None)
+    conn.execute("UPDATE items SET n = 36, crc = crc + 1 WHERE first = 100")  # a flipped bit in each
+    conn.close()
+    result = run_python(DRAIN_IN_A_CHILD, folder, ROOT, timeout=60)
+    assert result.stdout.strip() == str(list(range(100)))
+    bad = listing(folder)["bad"]
+    assert len(bad) == 2 and name.replace("ready_", "bad_") in bad, bad  # the chunk, then the rest
+    assert "does not hold item 136" in result.stderr
+
+
+def test_a_kept_traceback_of_a_damaged_chunk_does_not_crash_the_process(folder):
+    """A log handler may keep an exception, and with it the frames of its traceback: the reader's
+    frame held the open statement of the damaged file's in-memory copy, which crashed the process
+    (SIGSEGV in SQLite) when it was freed after that copy's connection had read another file."""
+    damaged = write_batch(folder, list(range(300)), _folder.READY)
+    conn = sqlite3.connect(os.path.join(folder, damaged), isolation_level=None)
+    conn.execute("UPDATE items SET crc = crc + 1 WHERE first = 100")
+    conn.close()
+    write_batch(folder, list(range(300, 600)), _folder.READY)
+    run_python(KEEP_THE_TRACEBACK, folder, timeout=60)
+
+
+KEEP_THE_TRACEBACK = """
+    import os, sys
+    from turbo_queue import _batchfile, _folder
+
+    folder = sys.argv[1]
+    kept = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        fd = os.open(path, os.O_RDONLY)
+        reader = _batchfile.BatchReader(path, fd=fd)
+        position = 0
+        while True:
+            try:
+                chunk = reader.chunk_at(position)
+            except _batchfile.DamagedChunk as exc:
+                kept.append(exc)
+                break
+            if chunk is None:
+                break
+            position = chunk.first + chunk.n
+        reader.close()
+        os.close(fd)
+    assert len(kept) == 1
+    del kept[:]
+    print("freed")
+"""
+
+
 def test_a_journal_that_sqlite_ignores_does_not_keep_a_batch_from_recovery(folder):
     """A durable consumer killed as it began to record its position: with synchronous on, SQLite
     writes the journal's header with zeros first and its magic number only when it syncs the

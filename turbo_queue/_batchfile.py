@@ -504,15 +504,24 @@ class BatchReader:
         if rows is None or position != self._rows_at:
             rows = self._rows = (self._conn.execute(self._select, (position,)) if position
                                  else self._conn.execute(self._select_all))
-        row = rows.fetchone()
-        if row is None:
+        try:
+            row = rows.fetchone()
+            chunk = None if row is None else _chunk(self._conn, self.path, row)
+        except BaseException as exc:
+            # Read again from here next time, not from the chunk after. And close the statement:
+            # a traceback kept (by a log handler, say) holds this frame, and an open statement
+            # freed after its database was closed or replaced crashes the process.
+            self._rows = None
+            rows.close()
+            if isinstance(exc, DamagedChunk) and not exc.chunk.first <= position < exc.chunk.first + exc.chunk.n:
+                # its first or n changed too: going past it would find it again, so the file's
+                # chunks cannot be followed (a caller quarantines the batch)
+                raise sqlite3.DatabaseError(f"{self.path}: the damaged chunk of items {exc.chunk.first}.."
+                                            f"{exc.chunk.first + exc.chunk.n - 1} does not hold item {position}") from None
+            raise
+        if chunk is None:
             self._rows = None
             return None
-        try:
-            chunk = _chunk(self._conn, self.path, row)
-        except BaseException:
-            self._rows = None  # so that the damaged chunk is read again, not the one after it
-            raise
         self._rows_at = chunk.first + chunk.n
         return chunk if chunk.first <= position < self._rows_at else None
 

@@ -143,7 +143,7 @@ def reads_as_newer(path: str) -> bool:
     """Whether the file's meta table reads, and names a format newer than this code's."""
     try:
         version = raw_meta(path).get("format")
-    except sqlite3.Error:
+    except (sqlite3.Error, UnicodeDecodeError):  # damaged text (schema or value) is not UTF-8
         return False
     return isinstance(version, int) and version > _batchfile.FORMAT_VERSION
 

@@ -149,6 +149,20 @@ def test_a_damaged_count_never_deletes_unread_items(folder):
     assert listing(folder)["bad"] == [name.replace("ready_", "bad_")]
 
 
+@pytest.mark.parametrize("damage", ["UPDATE meta SET key = 'fosmat' WHERE key = 'format'",
+                                    "UPDATE meta SET value = 0 WHERE key = 'format'",
+                                    "UPDATE meta SET value = 'f' WHERE key = 'format'"])
+def test_a_damaged_format_is_quarantined_not_left_for_a_newer_reader(folder, damage):
+    """Only a higher version is left as it is for a newer reader; a bit flip in the format's key or
+    value made a file that no release can read, and it was left ``ready_`` for ever."""
+    name = write_batch(folder, list(range(300)), _folder.READY)
+    conn = sqlite3.connect(os.path.join(folder, name), isolation_level=None)
+    conn.execute(damage)
+    conn.close()
+    assert drain(folder) == []
+    assert os.listdir(folder) == [name.replace("ready_", "bad_")]
+
+
 def test_a_malformed_chunk_row_is_quarantined_not_raised(folder):
     name = write_batch(folder, list(range(300)), _folder.READY)
     conn = sqlite3.connect(os.path.join(folder, name), isolation_level=None)

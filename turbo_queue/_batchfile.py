@@ -572,12 +572,20 @@ def _rollback(conn: sqlite3.Connection) -> None:
         pass  # SQLite rolls back when the connection closes, or recovery does with the journal
 
 
+def is_newer(version: object) -> bool:
+    """Whether ``version`` names a format newer than this code reads (left for a newer reader): an
+    integer above those it knows. Any other value that is not one of them (none, a text, 0) is damage."""
+    return type(version) is int and version > max(READABLE_VERSIONS)
+
+
 def read_meta(conn: sqlite3.Connection, path: str) -> Meta:
     """The meta table as a dict; BatchFormatError for a version this code does not know."""
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     version = meta.get("format")
     if version not in READABLE_VERSIONS:
-        raise BatchFormatError(path, version)
+        if is_newer(version):
+            raise BatchFormatError(path, version)
+        raise sqlite3.DatabaseError(f"{path}: its meta table's format is {version!r}, not a version")
     for key in ("codec", "count", "acked"):
         if key not in meta:
             raise sqlite3.DatabaseError(f"{path}: meta table has no {key!r}")
@@ -613,7 +621,7 @@ def inspect(path: str) -> Inspection:
             return Inspection("empty")
         if "meta" in tables:  # the version first: a newer format may lay its tables out otherwise
             version = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            if version is not None and version[0] not in READABLE_VERSIONS:
+            if version is not None and is_newer(version[0]):
                 return Inspection("newer", detail=str(BatchFormatError(path, version[0])))
         if "logs" in tables and "meta" not in tables:
             return Inspection("old", detail="a batch of turbo-queue 0.5.2 or 0.8.0")
